@@ -1,0 +1,83 @@
+"""The `audit` command: one subcommand per verb, each in its own module.
+
+Only the chosen verb's module is imported, so `audit --help` and `audit check` never
+import torch. Each command module provides `HELP` (one line), `add_arguments(parser)`
+and `main(args) -> int` (the exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+# verb -> module under audit.commands
+COMMANDS = {
+    "run": "run",
+    "plan": "plan",
+    "status": "status",
+    "check": "check",
+    "report": "report",
+    "validate": "validate",
+    "train": "train",
+    "kernels": "kernels",
+}
+
+SUMMARY = {
+    "run": "plan, launch, wait, check and report: the one-command audit (safe to repeat)",
+    "plan": "show the experiment matrix a profile and selection would run",
+    "status": "show done / running / queued / failed runs of a store",
+    "check": "compare results with the claims; exit 0 within tolerance, 1 not, 2 bad input",
+    "report": "render the HTML and PDF reproduction report",
+    "validate": "check a claims file without running anything",
+    "train": "train one classification run (BN / ND / MLP) into a run directory",
+    "kernels": "compute first-layer deconvolution kernels and their centre-surround score",
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audit",
+        description="Reproducibility audit of 'Network Deconvolution' (Ye et al., ICLR 2020).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="verbs:\n"
+        + "\n".join(f"  {verb:<10} {SUMMARY[verb]}" for verb in COMMANDS)
+        + "\n\nRun `audit VERB --help` for a verb's options.",
+    )
+    parser.add_argument("verb", choices=list(COMMANDS), metavar="VERB", help="what to do")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0 if argv else 2
+    verb, rest = argv[0], argv[1:]
+    if verb not in COMMANDS:
+        top.error(f"unknown verb {verb!r} (choose from {', '.join(COMMANDS)})")
+    module = import_module(f"audit.commands.{COMMANDS[verb]}")
+    parser = argparse.ArgumentParser(prog=f"audit {verb}", description=SUMMARY[verb])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    return _run_reporting_errors(verb, module.main, args)
+
+
+def _run_reporting_errors(verb, func, args) -> int:
+    """Bad input ends in one line on stderr and exit code 2, never a traceback."""
+    from audit.errors import AuditError
+    from runners.errors import RunnerInputError
+
+    try:
+        return int(func(args) or 0)
+    except (AuditError, RunnerInputError) as exc:
+        print(f"audit {verb}: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except KeyboardInterrupt:
+        print(f"audit {verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

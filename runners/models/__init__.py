@@ -1,0 +1,54 @@
+"""The model registry: architecture names, their paper names, and a lazy builder.
+
+Importing this module does not import torch; `build_model` imports the family module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any
+
+from runners.errors import RunnerInputError
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    name: str  # registry name, used in specs and claims (the authors' --arch where it exists)
+    paper_name: str  # the name printed in the paper's Table 1
+    builder: str  # "module:function" under runners.models
+    norms: tuple[str, ...]  # the norms the architecture supports
+    input_kind: str  # "image" (3x32x32) or "flat" (784-d MNIST-family vectors)
+
+
+ARCHS: dict[str, ArchInfo] = {
+    info.name: info
+    for info in (
+        ArchInfo("vgg16", "VGG-16", "vgg:vgg16", ("bn", "nd"), "image"),
+        ArchInfo("resnet18", "ResNet-18", "resnet:resnet18", ("bn", "nd"), "image"),
+        ArchInfo("densenet121", "DenseNet-121", "densenet:densenet121", ("bn", "nd"), "image"),
+        ArchInfo("resnext29", "ResNeXt-29", "resnext:resnext29_32x4d", ("bn", "nd"), "image"),
+        ArchInfo("mlp", "MLP", "mlp:mlp", ("none", "bn", "nd"), "flat"),
+    )
+}
+
+
+def arch_info(name: str) -> ArchInfo:
+    try:
+        return ARCHS[name]
+    except KeyError:
+        raise RunnerInputError(
+            f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHS))}"
+        ) from None
+
+
+def build_model(arch: str, norm: str, num_classes: int, nd: Any) -> Any:
+    """Build `arch` with `norm` for `num_classes`; `nd` is a runners.specs.classify.NDOptions."""
+    info = arch_info(arch)
+    if norm not in info.norms:
+        raise RunnerInputError(
+            f"architecture {arch!r} supports norm {', '.join(info.norms)}; got {norm!r}"
+        )
+    module_name, _, func = info.builder.partition(":")
+    module = import_module(f"runners.models.{module_name}")
+    return getattr(module, func)(norm=norm, num_classes=num_classes, nd=nd)

@@ -1,0 +1,166 @@
+"""The spec of one classification training run (CIFAR CNNs and the MNIST-family MLP).
+
+Defaults are the authors' protocol (nd-spec.md section 3): SGD lr 0.1, momentum 0.9,
+weight decay 1e-3 on every parameter, batch 128, cosine schedule stepped per iteration
+over the run's own epoch budget. The ND options default to the authors' code at HEAD
+(nd-spec.md section 7); each open fidelity choice is a field, so it is recorded in
+every run's spec and changes the run id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from runners.errors import RunnerInputError
+
+DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist")
+NORMS = ("bn", "nd", "none")
+LR_SCHEDULES = ("cosine", "multistep")
+ND_HEADS = ("delinear", "channel_deconv", "linear")
+ND_LAYOUTS = ("interleaved", "contiguous")
+FC_MOMENTS = ("uncentred", "centred")
+
+
+@dataclass(frozen=True)
+class NDOptions:
+    """Network Deconvolution settings shared by every FastDeconv layer of a model.
+
+    Per-layer exceptions the authors hard-code (stems with n_iter 15/10 and freeze,
+    grouped convs with n_iter 3) live in the model definitions, not here.
+    """
+
+    block: int = 64  # B: channels per deconvolution block (main.py --block)
+    sampling_stride: int = 3  # im2col sampling stride for the statistics (--stride)
+    n_iter: int = 5  # Newton-Schulz iterations (--deconv-iter); part of the method
+    eps: float = 1e-5  # ridge added to the covariance (--eps)
+    momentum: float = 0.1  # EMA of the running mean and running D
+    head: str = "delinear"  # classifier head: HEAD's Delinear, paper-era ChannelDeconv, plain
+    block_fc: int = 512  # block of the head deconvolution (--block-fc)
+    layout: str = "interleaved"  # authors' interleaved channel groups, or contiguous blocks
+    fc_moment: str = "uncentred"  # ChannelDeconv second moment: authors' uncentred, or centred
+
+    def validate(self) -> None:
+        _require_choice("nd.head", self.head, ND_HEADS)
+        _require_choice("nd.layout", self.layout, ND_LAYOUTS)
+        _require_choice("nd.fc_moment", self.fc_moment, FC_MOMENTS)
+        for name in ("block", "sampling_stride", "n_iter", "block_fc"):
+            _require_positive_int(f"nd.{name}", getattr(self, name))
+        if not 0 < self.eps < 1:
+            raise RunnerInputError(f"nd.eps must be in (0, 1), got {self.eps!r}")
+        if not 0 < self.momentum <= 1:
+            raise RunnerInputError(f"nd.momentum must be in (0, 1], got {self.momentum!r}")
+
+
+@dataclass(frozen=True)
+class ClassifySpec:
+    """One training run. Field comments name the authors' flag or the reason for the field."""
+
+    dataset: str
+    arch: str
+    norm: str
+    epochs: int
+    seed: int = 0
+    kind: str = "classify"
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    lr_schedule: str = "cosine"  # stepped after every optimiser step, T_max = iters * epochs
+    augment: bool | None = None  # None: the protocol's (crop+flip for CIFAR, none for MNIST)
+    train_subset: int | None = None  # first N training images only (a deviation; quick/CI)
+    test_subset: int | None = None  # first N test images only (a deviation; quick/CI)
+    allow_tf32: bool = False  # TF32 matmuls degrade small-eigenvalue directions (nd-spec 5.3)
+    nd: NDOptions = field(default_factory=NDOptions)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassifySpec:
+        """Build and validate a spec from plain data; unknown keys are an error."""
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RunnerInputError(
+                f"unknown classify spec field(s) {', '.join(unknown)}; "
+                f"known fields: {', '.join(sorted(known))}"
+            )
+        for name in ("dataset", "arch", "norm", "epochs"):
+            if name not in data:
+                raise RunnerInputError(f"classify spec is missing the required field {name!r}")
+        nd = data.pop("nd", None) or {}
+        if isinstance(nd, NDOptions):
+            nd_options = nd
+        elif isinstance(nd, dict):
+            nd_known = {f.name for f in dataclasses.fields(NDOptions)}
+            nd_unknown = sorted(set(nd) - nd_known)
+            if nd_unknown:
+                raise RunnerInputError(
+                    f"unknown nd option(s) {', '.join(nd_unknown)}; "
+                    f"known options: {', '.join(sorted(nd_known))}"
+                )
+            nd_options = NDOptions(**nd)
+        else:
+            raise RunnerInputError(f"spec field 'nd' must be a mapping, got {nd!r}")
+        spec = cls(**data, nd=nd_options)
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        if self.kind != "classify":
+            raise RunnerInputError(f"ClassifySpec needs kind 'classify', got {self.kind!r}")
+        _require_choice("dataset", self.dataset, DATASETS)
+        _require_choice("norm", self.norm, NORMS)
+        _require_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        for name in ("epochs", "batch_size"):
+            _require_positive_int(name, getattr(self, name))
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise RunnerInputError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("train_subset", "test_subset"):
+            if getattr(self, name) is not None:
+                _require_positive_int(name, getattr(self, name))
+        for name in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise RunnerInputError(f"{name} must be a non-negative number, got {value!r}")
+        self.nd.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective spec as plain data, with `augment` resolved for the dataset."""
+        data = dataclasses.asdict(self)
+        data["augment"] = self.effective_augment
+        return data
+
+    @property
+    def effective_augment(self) -> bool:
+        if self.augment is not None:
+            return self.augment
+        return self.dataset.startswith("cifar")
+
+    def deviations(self) -> list[str]:
+        """Ways this run departs from the authors' protocol, in words, for every report."""
+        protocol = ClassifySpec(self.dataset, self.arch, self.norm, self.epochs, self.seed)
+        out = []
+        for f in dataclasses.fields(self):
+            if f.name in ("nd", "seed"):
+                continue
+            ours, theirs = getattr(self, f.name), getattr(protocol, f.name)
+            if f.name == "augment":
+                ours, theirs = self.effective_augment, protocol.effective_augment
+            if ours != theirs:
+                out.append(f"{f.name}={ours} (protocol: {theirs})")
+        for f in dataclasses.fields(NDOptions):
+            ours, theirs = getattr(self.nd, f.name), getattr(protocol.nd, f.name)
+            if ours != theirs:
+                out.append(f"nd.{f.name}={ours} (authors' code: {theirs})")
+        return out
+
+
+def _require_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise RunnerInputError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _require_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise RunnerInputError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,1 @@
+"""Shared pytest configuration. Fixtures live in test modules or in `tests/*_fixtures.py`."""
