@@ -14,20 +14,29 @@ from runners.errors import RunnerInputError
 
 @dataclass(frozen=True)
 class ArchInfo:
-    name: str  # registry name, used in specs and claims (the authors' --arch where it exists)
+    name: str  # registry name in specs and claims (the authors' --arch, with the depth added
+    # where the flag is ambiguous: resnet -> resnet18, resnext -> resnext29)
     paper_name: str  # the name printed in the paper's Table 1
     builder: str  # "module:function" under runners.models
     norms: tuple[str, ...]  # the norms the architecture supports
     input_kind: str  # "image" (3x32x32) or "flat" (784-d MNIST-family vectors)
 
 
+BN_ND = ("bn", "nd")
+
 ARCHS: dict[str, ArchInfo] = {
     info.name: info
     for info in (
-        ArchInfo("vgg16", "VGG-16", "vgg:vgg16", ("bn", "nd"), "image"),
-        ArchInfo("resnet18", "ResNet-18", "resnet:resnet18", ("bn", "nd"), "image"),
-        ArchInfo("densenet121", "DenseNet-121", "densenet:densenet121", ("bn", "nd"), "image"),
-        ArchInfo("resnext29", "ResNeXt-29", "resnext:resnext29_32x4d", ("bn", "nd"), "image"),
+        ArchInfo("vgg16", "VGG-16", "vgg:vgg16", BN_ND, "image"),
+        ArchInfo("resnet18", "ResNet-18", "resnet:resnet18", BN_ND, "image"),
+        ArchInfo("densenet121", "DenseNet-121", "densenet:densenet121", BN_ND, "image"),
+        ArchInfo("resnext29", "ResNeXt-29", "resnext:resnext29_32x4d", BN_ND, "image"),
+        ArchInfo("preact", "Preact-18", "preact:preact_resnet18", BN_ND, "image"),
+        ArchInfo("mobilev2", "MobileNet v2", "mobilenetv2:mobilenetv2", BN_ND, "image"),
+        ArchInfo("dpn", "DPN-92", "dpn:dpn92", BN_ND, "image"),
+        ArchInfo("pnasnetA", "PNASNetA", "pnasnet:pnasnet_a", BN_ND, "image"),
+        ArchInfo("senet", "SENet-18", "senet:senet18", BN_ND, "image"),
+        ArchInfo("efficient", "EfficientNet", "efficientnet:efficientnet_b0", BN_ND, "image"),
         ArchInfo("mlp", "MLP", "mlp:mlp", ("none", "bn", "nd"), "flat"),
     )
 }

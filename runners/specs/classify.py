@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runners.errors import RunnerInputError
+from runners.models import ARCHS  # the registry's names; importing it does not import torch
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist")
+FLAT_DATASETS = ("mnist", "fashion-mnist")  # 28x28 grey images, fed to the MLP
 NORMS = ("bn", "nd", "none")
 LR_SCHEDULES = ("cosine", "multistep")
 ND_HEADS = ("delinear", "channel_deconv", "linear")
@@ -111,6 +113,18 @@ class ClassifySpec:
             raise RunnerInputError(f"ClassifySpec needs kind 'classify', got {self.kind!r}")
         _require_choice("dataset", self.dataset, DATASETS)
         _require_choice("norm", self.norm, NORMS)
+        _require_choice("arch", self.arch, tuple(ARCHS))
+        if self.norm not in ARCHS[self.arch].norms:
+            raise RunnerInputError(
+                f"architecture {self.arch!r} supports norm {', '.join(ARCHS[self.arch].norms)}; "
+                f"got {self.norm!r}"
+            )
+        wants_flat = ARCHS[self.arch].input_kind == "flat"
+        if wants_flat != (self.dataset in FLAT_DATASETS):
+            raise RunnerInputError(
+                f"architecture {self.arch!r} does not run on dataset {self.dataset!r}: the MLP is "
+                "for mnist / fashion-mnist, the CNNs for cifar10 / cifar100"
+            )
         _require_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for name in ("epochs", "batch_size"):
             _require_positive_int(name, getattr(self, name))

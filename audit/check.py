@@ -1,0 +1,238 @@
+"""The CI gate's verdict and its renderings: a compact text table, JUnit XML, markdown, JSON.
+
+Input is the comparison table of `audit.compare.compare`. A claim passes the gate when its
+verdict is `reproduced`; `missing` and `inconclusive` pass only when allowed (flags of
+`audit check`); claims with `gate: false` are shown but never fail the gate.
+Exit codes: 0 every gated claim passes, 1 some does not (2, bad input, is raised earlier).
+
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+import pandas as pd
+
+from audit.compare import VERDICTS
+
+PASS, FAIL = 0, 1
+MARKDOWN_ROW_LIMIT = 500  # GitHub caps a step summary at 1 MiB
+
+
+def passing_verdicts(allow_missing: bool = False, allow_inconclusive: bool = False) -> set[str]:
+    allowed = {"reproduced"}
+    if allow_missing:
+        allowed.add("missing")
+    if allow_inconclusive:
+        allowed.add("inconclusive")
+    return allowed
+
+
+def gate_failures(table: pd.DataFrame, allowed: set[str]) -> pd.DataFrame:
+    """The gated claims whose verdict is not allowed."""
+    return table[table["gate"].astype(bool) & ~table["verdict"].isin(allowed)]
+
+
+def exit_code(table: pd.DataFrame, allowed: set[str]) -> int:
+    return FAIL if len(gate_failures(table, allowed)) else PASS
+
+
+def summary_line(table: pd.DataFrame, allowed: set[str]) -> str:
+    counts = Counter(table["verdict"])
+    parts = [f"{counts[v]} {v.replace('_', ' ')}" for v in VERDICTS if counts[v]]
+    failing = len(gate_failures(table, allowed))
+    gate = "PASS" if not failing else f"FAIL ({failing} gated claim(s) not within tolerance)"
+    return f"{len(table)} claims: {', '.join(parts) or 'none'}. Gate: {gate}"
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def _num(value: Any, digits: int = 2, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def reproduced_text(row: Any) -> str:
+    if not row.n:
+        return "-"
+    text = _num(row.reproduced_mean, signed=row.type == "relation")
+    if row.n >= 2:
+        text += f" ± {_num(row.reproduced_std)}"
+    return f"{text} (n={row.n})"
+
+
+def claimed_text(row: Any) -> str:
+    if row.type == "relation":
+        return row.claimed_text and f"{_num(row.claimed, signed=True)}"
+    if row.type == "threshold":
+        return f"≥ {row.claimed_text}"
+    return row.claimed_text
+
+
+def deviation_text(row: Any) -> str:
+    """Both deviations, labelled, as in every place a deviation appears."""
+    return f"{_num(row.abs_dev, signed=True)} pt, {_num(row.rel_dev, signed=True)}% rel"
+
+
+# --------------------------------------------------------------------------- text table
+
+
+def render_table(table: pd.DataFrame, allowed: set[str], only_failures: bool = False) -> str:
+    """A compact fixed-width table, one line per claim, then the summary line."""
+    shown = gate_failures(table, allowed) if only_failures else table
+    header = ("claim", "claimed", "reproduced", "Δ pt", "Δ %", "tolerance", "verdict")
+    lines = [
+        (
+            row.claim_id + ("" if row.gate else " (not gated)"),
+            claimed_text(row),
+            reproduced_text(row),
+            _num(row.abs_dev, signed=True),
+            _num(row.rel_dev, signed=True),
+            row.tolerance,
+            row.verdict + (" *" if row.deviations else ""),
+        )
+        for row in shown.itertuples(index=False)
+    ]
+    widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(header)]
+    out = [_fixed(header, widths), _fixed(tuple("-" * w for w in widths), widths)]
+    out.extend(_fixed(cells, widths) for cells in lines)
+    if any(shown["deviations"].map(bool)):
+        out.append("* some runs deviate from the protocol; --json lists the deviations")
+    out.append(summary_line(table, allowed))
+    return "\n".join(out)
+
+
+def _fixed(cells: tuple[str, ...], widths: list[int]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+
+# --------------------------------------------------------------------------- JUnit
+
+
+def render_junit(table: pd.DataFrame, allowed: set[str], name: str = "audit check") -> str:
+    """One testcase per claim (classname = group); gate failures are <failure>, non-passing
+    claims that do not gate (not gated, or allowed missing/inconclusive) are <skipped>.
+
+    Written as text with escaping rather than through ElementTree: 10,000 cases in a
+    fraction of the time.
+    """
+    failing = set(gate_failures(table, allowed)["claim_id"])
+    cases = []
+    failures = skipped = 0
+    for row in table.itertuples(index=False):
+        head = f"<testcase classname={quoteattr(row.group)} name={quoteattr(row.claim_id)}"
+        if row.claim_id in failing:
+            failures += 1
+            cases.append(
+                f"{head}><failure message={quoteattr(_junit_message(row))} "
+                f"type={quoteattr(row.verdict)}>{escape(_junit_detail(row))}</failure></testcase>"
+            )
+        elif row.verdict != "reproduced":
+            skipped += 1
+            cases.append(f"{head}><skipped message={quoteattr(_junit_message(row))}/></testcase>")
+        else:
+            cases.append(f"{head}/>")
+    suite = (
+        f'<testsuite name={quoteattr(name)} tests="{len(table)}" failures="{failures}" '
+        f'errors="0" skipped="{skipped}">'
+    )
+    return "\n".join(
+        [
+            "<?xml version='1.0' encoding='utf-8'?>",
+            f"<testsuites name={quoteattr(name)}>",
+            suite,
+            *cases,
+            "</testsuite>",
+            "</testsuites>",
+            "",
+        ]
+    )
+
+
+def _junit_message(row: Any) -> str:
+    return (
+        f"{row.verdict}: claimed {claimed_text(row) or '-'}, reproduced {reproduced_text(row)}, "
+        f"deviation {deviation_text(row)}, tolerance {row.tolerance}"
+    )
+
+
+def _junit_detail(row: Any) -> str:
+    lines = [f"reason: {row.reason}", f"source: {row.source}"]
+    if row.statement:
+        lines.insert(0, f"statement: {row.statement}")
+    if row.deviations:
+        lines.append("deviations: " + "; ".join(row.deviations))
+    if row.run_ids:
+        lines.append("runs: " + ", ".join(row.run_ids))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def render_markdown(table: pd.DataFrame, allowed: set[str], title: str = "Claims check") -> str:
+    """A CI step summary: verdict counts per group, then the claims that fail the gate."""
+    out = [f"## {title}", "", summary_line(table, allowed), ""]
+    out += _group_counts(table)
+    failing = gate_failures(table, allowed)
+    if len(failing):
+        out += ["", f"### Not within tolerance ({len(failing)})", ""]
+        out += _claims_markdown(failing)
+    out += ["", "Deviations: Δ pt = reproduced − claimed (points); "]
+    out[-1] += "Δ % = (reproduced − claimed) / claimed × 100 (the seed study's definition)."
+    return "\n".join(out) + "\n"
+
+
+def _group_counts(table: pd.DataFrame) -> list[str]:
+    present = [v for v in VERDICTS if (table["verdict"] == v).any()]
+    lines = ["| group | " + " | ".join(v.replace("_", " ") for v in present) + " |"]
+    lines.append("|---" * (len(present) + 1) + "|")
+    for group, part in table.groupby("group", sort=False):
+        counts = Counter(part["verdict"])
+        lines.append(f"| {group} | " + " | ".join(str(counts[v]) for v in present) + " |")
+    return lines
+
+
+def _claims_markdown(rows: pd.DataFrame) -> list[str]:
+    lines = [
+        "| claim | claimed | reproduced | Δ pt | Δ % | tolerance | verdict | reason |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows.head(MARKDOWN_ROW_LIMIT).itertuples(index=False):
+        cells = (
+            f"`{row.claim_id}`",
+            claimed_text(row),
+            reproduced_text(row),
+            _num(row.abs_dev, signed=True),
+            _num(row.rel_dev, signed=True),
+            row.tolerance,
+            f"**{row.verdict}**",
+            str(row.reason or "").replace("|", "\\|"),
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(rows) > MARKDOWN_ROW_LIMIT:
+        lines.append(
+            f"\n… and {len(rows) - MARKDOWN_ROW_LIMIT} more (see the JUnit or JSON output)"
+        )
+    return lines
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def render_json(table: pd.DataFrame, allowed: set[str]) -> str:
+    """Machine-readable: summary, exit code and every comparison row (NaN and inf -> null)."""
+    head = {
+        "summary": dict(Counter(table["verdict"])),
+        "exit_code": exit_code(table, allowed),
+        "passing_verdicts": sorted(allowed),
+    }
+    claims = table.to_json(orient="records", double_precision=10)  # C speed for 10k rows
+    return json.dumps(head)[:-1] + f', "claims": {claims}}}'

@@ -1,0 +1,66 @@
+"""The run-directory contract: atomic writes, torn JSON lines, result schema, provenance."""
+
+import json
+import os
+
+import pytest
+
+from runners import rundir
+from runners.rundir import RunResult
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "sub" / "result.json"
+    rundir.atomic_write_json(target, {"a": 1})
+    rundir.atomic_write_json(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert os.listdir(target.parent) == ["result.json"]
+
+
+def test_failed_atomic_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "result.json"
+    rundir.atomic_write_json(target, {"a": 1})
+    with pytest.raises(ValueError):
+        rundir.atomic_write_json(target, {"a": float("nan")})  # NaN is refused before renaming
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert os.listdir(tmp_path) == ["result.json"]
+
+
+def test_read_jsonl_skips_a_torn_last_line_only(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rundir.append_jsonl(path, {"epoch": 1})
+    rundir.append_jsonl(path, {"epoch": 2})
+    with open(path, "a") as handle:
+        handle.write('{"epoch": 3, "tes')  # a crash in the middle of a write
+    assert [r["epoch"] for r in rundir.read_jsonl(path)] == [1, 2]
+    path.write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
+    with pytest.raises(json.JSONDecodeError):
+        rundir.read_jsonl(path)
+
+
+def test_result_round_trip_and_validation(tmp_path):
+    result = RunResult(run_id="r1", status="done", metrics={"test_top1": 93.25}, epochs_completed=2)
+    rundir.write_result(tmp_path, result)
+    assert rundir.read_result(tmp_path) == result
+    with pytest.raises(ValueError, match="status must be one of"):
+        rundir.write_result(tmp_path, RunResult(run_id="r1", status="finished"))
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"run_id": "r", "status": "odd"}'])
+def test_corrupt_result_is_reported_not_used(tmp_path, content):
+    (tmp_path / rundir.RESULT_FILE).write_text(content)
+    with pytest.raises(ValueError, match="corrupt result file"):
+        rundir.read_result(tmp_path)
+
+
+def test_missing_result_is_none(tmp_path):
+    assert rundir.read_result(tmp_path) is None
+
+
+def test_provenance_names_the_commit_packages_and_host():
+    prov = rundir.collect_provenance(seed=3)
+    assert prov["seed"] == 3
+    assert set(prov["project"]) == {"commit", "dirty"}
+    assert len(prov["project"]["commit"]) == 40  # this test runs inside the git checkout
+    assert prov["packages"]["pyyaml"]
+    assert prov["host"]

@@ -1,0 +1,81 @@
+"""Specs: validation with clear messages, effective defaults, canonical hash, run ids."""
+
+import pytest
+
+from runners.errors import RunnerInputError
+from runners.specs import canonical_json, effective_spec, run_id, spec_hash
+from runners.specs.classify import ClassifySpec
+
+BASE = {"kind": "classify", "dataset": "cifar10", "arch": "vgg16", "norm": "nd", "epochs": 20}
+
+
+def test_effective_spec_fills_the_authors_protocol():
+    spec = effective_spec(BASE)
+    assert spec["lr"] == 0.1 and spec["momentum"] == 0.9 and spec["weight_decay"] == 1e-3
+    assert spec["batch_size"] == 128 and spec["lr_schedule"] == "cosine"
+    assert spec["augment"] is True  # CIFAR: crop + flip
+    assert spec["nd"]["head"] == "delinear" and spec["nd"]["layout"] == "interleaved"
+    assert spec["nd"]["n_iter"] == 5 and spec["nd"]["block"] == 64
+
+
+def test_mnist_protocol_has_no_augmentation():
+    spec = effective_spec({**BASE, "dataset": "fashion-mnist", "arch": "mlp", "norm": "none"})
+    assert spec["augment"] is False
+
+
+def test_hash_ignores_key_order_but_not_values():
+    a = effective_spec(BASE)
+    b = effective_spec(dict(reversed(list(BASE.items()))))
+    assert spec_hash(a) == spec_hash(b)
+    assert spec_hash(effective_spec({**BASE, "seed": 1})) != spec_hash(a)
+    assert spec_hash(effective_spec({**BASE, "nd": {"head": "channel_deconv"}})) != spec_hash(a)
+
+
+def test_explicit_default_and_implicit_default_share_a_run_id():
+    assert run_id(effective_spec(BASE)) == run_id(effective_spec({**BASE, "lr": 0.1}))
+
+
+def test_run_id_is_readable_and_ends_in_the_hash():
+    spec = effective_spec(BASE)
+    rid = run_id(spec)
+    assert rid.startswith("classify-vgg16-nd-cifar10-e20-s0-")
+    assert rid.endswith(spec_hash(spec)[:12])
+
+
+def test_canonical_json_rejects_nan():
+    with pytest.raises(ValueError):
+        canonical_json({"lr": float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({**BASE, "arch": "vgg17"}, "arch must be one of"),
+        ({**BASE, "norm": "none"}, "supports norm bn, nd"),
+        ({**BASE, "dataset": "svhn"}, "dataset must be one of"),
+        ({**BASE, "epochs": 0}, "epochs must be a positive integer"),
+        ({**BASE, "epochs": True}, "epochs must be a positive integer"),
+        ({**BASE, "seed": -1}, "seed must be a non-negative integer"),
+        ({**BASE, "lr_rate": 0.1}, "unknown classify spec field(s) lr_rate"),
+        ({**BASE, "nd": {"blocks": 3}}, "unknown nd option(s) blocks"),
+        ({**BASE, "nd": {"head": "mlp"}}, "nd.head must be one of"),
+        ({**BASE, "arch": "mlp", "norm": "bn"}, "does not run on dataset 'cifar10'"),
+        ({"dataset": "cifar10"}, "no 'kind' field"),
+        ({**BASE, "kind": "segment"}, "unknown experiment kind 'segment'"),
+        ({k: v for k, v in BASE.items() if k != "epochs"}, "missing the required field 'epochs'"),
+    ],
+)
+def test_bad_specs_get_one_clear_message(fields, message):
+    with pytest.raises(RunnerInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        effective_spec(fields)
+
+
+def test_deviations_name_each_departure_from_the_protocol():
+    spec = ClassifySpec.from_dict(
+        {**BASE, "train_subset": 500, "nd": {"head": "channel_deconv"}, "kind": "classify"}
+    )
+    assert spec.deviations() == [
+        "train_subset=500 (protocol: None)",
+        "nd.head=channel_deconv (authors' code: delinear)",
+    ]
+    assert ClassifySpec.from_dict(BASE).deviations() == []
