@@ -17,6 +17,15 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     assert os.listdir(target.parent) == ["result.json"]
 
 
+def test_atomic_write_respects_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        rundir.atomic_write_text(tmp_path / "log.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "log.txt").stat().st_mode & 0o777 == 0o644
+
+
 def test_failed_atomic_write_keeps_the_old_file(tmp_path):
     target = tmp_path / "result.json"
     rundir.atomic_write_json(target, {"a": 1})

@@ -25,7 +25,17 @@ _SPEC_CLASSES = {
     "kernels": "runners.specs.kernels:KernelsSpec",
 }
 
-SLUG_FIELDS = ("kind", "arch", "norm", "dataset", "source", "epochs", "seed")
+SLUG_FIELDS = (
+    "kind",
+    "arch",
+    "norm",
+    "dataset",
+    "source",
+    "kernel_size",
+    "isqrt",
+    "epochs",
+    "seed",
+)
 
 
 def spec_class(kind: str) -> type:
@@ -77,6 +87,8 @@ def run_id(spec: Mapping[str, Any]) -> str:
         text = str(value)
         if key == "epochs":
             text = f"e{value}"
+        elif key == "kernel_size":
+            text = f"k{value}"
         elif key == "seed":
             text = f"s{value}"
         parts.append(re.sub(r"[^A-Za-z0-9.]+", "", text))

@@ -10,6 +10,7 @@ every run's spec and changes the run id.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +50,9 @@ class NDOptions:
         _require_choice("nd.fc_moment", self.fc_moment, FC_MOMENTS)
         for name in ("block", "sampling_stride", "n_iter", "block_fc"):
             _require_positive_int(f"nd.{name}", getattr(self, name))
-        if not 0 < self.eps < 1:
+        if not (isinstance(self.eps, int | float) and 0 < self.eps < 1):
             raise RunnerInputError(f"nd.eps must be in (0, 1), got {self.eps!r}")
-        if not 0 < self.momentum <= 1:
+        if not (isinstance(self.momentum, int | float) and 0 < self.momentum <= 1):
             raise RunnerInputError(f"nd.momentum must be in (0, 1], got {self.momentum!r}")
 
 
@@ -135,7 +136,12 @@ class ClassifySpec:
                 _require_positive_int(name, getattr(self, name))
         for name in ("lr", "momentum", "weight_decay"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 raise RunnerInputError(f"{name} must be a non-negative number, got {value!r}")
         self.nd.validate()
 

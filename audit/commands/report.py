@@ -1,0 +1,88 @@
+"""`audit report`: render the HTML and PDF reproduction report from claims and results.
+
+    audit report [--store runs | --results-csv FILE ...] [--claims claims.yaml]
+                 [--name NAME] [--out reports] [--no-pdf] [--group G ...]
+
+writes `<out>/<name>/index.html` (self-contained) and `<out>/<name>/report.pdf`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from audit.commands.check import DEFAULT_STORE, add_selection_arguments
+
+HELP = "render the HTML and PDF reproduction report"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_selection_arguments(parser)
+    # Unlike `audit check`, both may be given: imported numbers (e.g. a prior study's)
+    # are then reported together with the store's own runs.
+    parser.add_argument(
+        "--store", type=Path, default=None, help=f"store directory ({DEFAULT_STORE}/)"
+    )
+    parser.add_argument(
+        "--results-csv",
+        "--results",
+        dest="results",
+        type=Path,
+        action="append",
+        metavar="CSV",
+        help="results CSV instead of a store (repeatable; format: docs/claims.md)",
+    )
+    parser.add_argument("--name", default="latest", help="report name: <out>/<name>/ (%(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="reports directory")
+    parser.add_argument("--title", default=None, help="the report's title")
+    parser.add_argument("--profile", default=None, help="profile to state in the scope line")
+    parser.add_argument("--no-pdf", action="store_true", help="write only index.html")
+
+
+def main(args: argparse.Namespace) -> int:
+    from audit.commands.check import select_claims
+    from audit.compare import compare
+    from audit.report import DEFAULT_TITLE, render_report
+
+    claims = select_claims(args)
+    store = args.store if args.store or args.results else Path(DEFAULT_STORE)
+    results = load_results_table(store, args.results or [])
+    for problem in results.attrs.get("problems", []):
+        print(f"audit report: warning: {problem}", file=sys.stderr)
+    scope = {"profile": args.profile} if args.profile else {}
+    if args.results:
+        scope["results"] = ", ".join(str(p) for p in args.results)
+    paths = render_report(
+        claims,
+        compare(claims, results),
+        results,
+        store,
+        args.out / args.name,
+        title=args.title or DEFAULT_TITLE,
+        scope=scope,
+        command=command_line(),
+        claims_path=args.claims,
+        pdf=not args.no_pdf,
+    )
+    print(f"audit report: wrote {paths.html}" + (f" and {paths.pdf}" if paths.pdf else ""))
+    return 0
+
+
+def load_results_table(store: Path | None, csvs: list[Path]):  # -> pandas.DataFrame
+    """The store's runs and every CSV's rows in one results table."""
+    import pandas as pd
+
+    from audit.results import load_results, load_results_csv
+
+    tables = [load_results(store)] if store is not None else []
+    tables += [load_results_csv(path) for path in csvs]
+    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+    table.attrs = {"problems": [p for t in tables for p in t.attrs.get("problems", [])]}
+    return table
+
+
+def command_line() -> str:
+    """The command as typed, for the report's provenance (`audit` plus its arguments)."""
+    return shlex.join(["audit", *sys.argv[1:]])

@@ -1,0 +1,671 @@
+"""One classification training run, top to bottom: the authors' protocol (nd-spec.md section 3).
+
+    spec -> run_dir/{spec.yaml, provenance.json, metrics.jsonl, checkpoint.pt, log.txt, result.json}
+
+Every hyper-parameter is a field of runners.specs.classify.ClassifySpec; execution options that
+do not change the experiment (device, data directory, loader workers) are arguments of `run`.
+The protocol, as the authors' main.py/net_util.py run it:
+- SGD(lr 0.1, momentum 0.9, weight decay 1e-3), one parameter group: the same weight decay
+  for every parameter (BN/ND biases and scales included), batch 128, partial last batch kept;
+- cosine schedule to 0 with T_max = iterations per epoch * epochs, stepped after every
+  optimiser step, so a 1-, 20- or 100-epoch run is its own run from scratch; the multistep
+  alternative is stepped at the start of every epoch (its decays come one epoch early);
+- step order forward -> loss -> backward -> step -> scheduler.step -> zero_grad;
+- evaluation after every epoch in eval mode (ND uses its running statistics).
+A run resumes from checkpoint.pt at the next epoch; a non-finite loss ends it as "diverged".
+
+Usable alone: python -m runners.classify --spec spec.yaml --out DIR [--data-dir D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from runners import rundir
+from runners.data import Data, load_data
+from runners.errors import RunnerInputError
+from runners.models import build_model
+from runners.specs.classify import ClassifySpec
+
+try:  # the ND layers signal a NaN/inf batch covariance with their own error
+    from runners.deconv import NonFiniteStatisticsError
+except ImportError:  # pragma: no cover - deconv.py is written alongside this module
+    NonFiniteStatisticsError = FloatingPointError  # type: ignore[misc,assignment]
+
+CHECKPOINT_FORMAT = 1
+MULTISTEP_FIRST = 0.4  # the authors' --milestone: first decay at 0.4 E, then every 0.4 E
+MULTISTEP_GAMMA = 0.1  # --multistep-gamma
+
+
+class Diverged(Exception):
+    """The training produced a non-finite loss or non-finite ND statistics."""
+
+
+def run(
+    spec: dict[str, Any],
+    run_dir: Path,
+    *,
+    data_dir: Path | None = None,
+    device: str | None = None,
+    log: Callable[[str], None] | None = None,
+    verify_data: bool = True,
+    num_workers: int = 0,
+    download: bool = False,
+    threads: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> rundir.RunResult:
+    """Train `spec` into `run_dir` (resuming from its checkpoint) and return the result.
+
+    `threads` sets torch's CPU threads for the run (on a busy shared CPU, fewer spinning
+    OpenMP threads can be many times faster). `on_epoch` is called with each epoch's
+    metrics line after its checkpoint is written (progress reporting; an exception raised
+    there stops the run, which stays resumable).
+    """
+    attempt_start = time.perf_counter()
+    cfg = ClassifySpec.from_dict(dict(spec))
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    say = RunLog(run_dir / rundir.LOG_FILE, log)
+    write_spec(run_dir, cfg)
+    dev = pick_device(device)
+    with precision_settings(cfg.allow_tf32, dev) as precision, cpu_threads(threads):
+        # --- model, data, optimiser: seeded first, as the authors' torch.manual_seed(0) ---
+        seed_everything(cfg.seed)
+        data = load_data(
+            cfg,
+            data_dir,
+            download=download,
+            verify=verify_data,
+            num_workers=num_workers,
+            pin_memory=dev.type == "cuda",
+            log=say,
+        )
+        model = build_model(cfg.arch, cfg.norm, data.num_classes, cfg.nd).to(dev)
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+        iters_per_epoch = len(data.train_loader)
+        scheduler = make_scheduler(cfg, optimizer, iters_per_epoch)
+
+        # --- resume ---
+        state = TrainState()
+        checkpoint_path = run_dir / rundir.CHECKPOINT_FILE
+        if checkpoint_path.exists():
+            state = load_checkpoint(checkpoint_path, cfg, model, optimizer, scheduler, data)
+            say(f"resuming after epoch {state.epoch} of {cfg.epochs} from {checkpoint_path}")
+        rewrite_metrics(run_dir, state.history)
+
+        deviations = cfg.deviations() + data_deviations(data)
+        write_provenance(run_dir, cfg, dev, data, precision, deviations, state, num_workers)
+        say(
+            f"{cfg.arch}/{cfg.norm} on {cfg.dataset}: {cfg.epochs} epoch(s) x {iters_per_epoch} "
+            f"iterations, {data.provenance['train_images_used']} train / "
+            f"{data.provenance['test_images_used']} test images, device {device_name(dev)}, "
+            f"seed {cfg.seed}, TF32 {cfg.allow_tf32}"
+            + (f"; deviations: {'; '.join(deviations)}" if deviations else "")
+        )
+
+        def elapsed() -> tuple[float, float]:
+            """(wall, gpu) seconds over all attempts, this one included."""
+            now = time.perf_counter() - attempt_start
+            return state.wall_seconds + now, state.gpu_seconds + (now if dev.type == "cuda" else 0)
+
+        # --- the epochs ---
+        reason = None
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            try:
+                record = train_and_evaluate(cfg, model, optimizer, scheduler, data, dev, epoch)
+            except Diverged as exc:
+                reason = str(exc)
+                say(f"DIVERGED: {reason}")
+                break
+            state.add(record)
+            rundir.append_jsonl(run_dir / rundir.METRICS_FILE, record)
+            save_checkpoint(
+                checkpoint_path, cfg, model, optimizer, scheduler, data, state, elapsed()
+            )
+            say(epoch_line(record, cfg.epochs))
+            if on_epoch is not None:
+                on_epoch(record)
+
+        # --- the result ---
+        wall, gpu = elapsed()
+        result = make_result(run_dir, cfg, state, reason, wall, gpu, device_name(dev), deviations)
+        rundir.write_result(run_dir, result)
+        say(f"{result.status}: {summary(result)}")
+        return result
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch
+# ---------------------------------------------------------------------------------------------
+
+
+def train_and_evaluate(
+    cfg: ClassifySpec,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    data: Data,
+    dev: torch.device,
+    epoch: int,
+) -> dict[str, Any]:
+    """Train one epoch, evaluate, and return the epoch's metrics line (rundir.EPOCH_FIELDS)."""
+    if cfg.lr_schedule == "multistep":
+        step_quietly(scheduler)  # the authors step it at the start of every epoch
+    start = time.perf_counter()
+    train_loss, train_top1, seen = train_epoch(cfg, model, optimizer, scheduler, data, dev, epoch)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - start
+    test_loss, test_top1 = evaluate(model, data.test_loader, dev)
+    if not math.isfinite(test_loss):
+        raise Diverged(
+            f"epoch {epoch}: the test loss is {test_loss} (non-finite weights or statistics)"
+        )
+    values = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_top1": train_top1,
+        "test_loss": test_loss,
+        "test_top1": test_top1,
+        "lr": optimizer.param_groups[0]["lr"],
+        "seconds": seconds,
+        "images_per_second": seen / seconds if seconds > 0 else 0.0,
+    }
+    return {key: values[key] for key in rundir.EPOCH_FIELDS}
+
+
+def train_epoch(
+    cfg: ClassifySpec,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    data: Data,
+    dev: torch.device,
+    epoch: int,
+) -> tuple[float, float, int]:
+    """(mean loss, running top-1 in percent, images seen) over one training epoch."""
+    model.train()
+    loss_sum, seen = 0.0, 0
+    correct = torch.zeros((), dtype=torch.long, device=dev)
+    for step, (images, labels) in enumerate(data.train_loader, start=1):
+        images = images.to(dev, non_blocking=True)
+        labels = labels.to(dev, non_blocking=True)
+        try:
+            outputs = model(images)
+        except NonFiniteStatisticsError as exc:
+            raise Diverged(f"epoch {epoch}, step {step}: {exc}") from None
+        loss = F.cross_entropy(outputs, labels)
+        value = loss.item()  # one sync per step, as the authors' running-loss logging
+        if not math.isfinite(value):
+            raise Diverged(f"epoch {epoch}, step {step}: the training loss is {value}")
+        loss.backward()
+        optimizer.step()
+        if cfg.lr_schedule == "cosine":
+            scheduler.step()  # per iteration (net_util.py:L119-120)
+        optimizer.zero_grad()  # after the step, as the authors: the first step has None grads
+        loss_sum += value * labels.size(0)
+        seen += labels.size(0)
+        correct += (outputs.argmax(dim=1) == labels).sum()
+    return loss_sum / seen, 100.0 * correct.item() / seen, seen
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, dev: torch.device) -> tuple[float, float]:
+    """(mean loss, top-1 in percent) on the whole loader, in eval mode."""
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.long, device=dev)
+    seen = 0
+    for images, labels in loader:
+        images = images.to(dev, non_blocking=True)
+        labels = labels.to(dev, non_blocking=True)
+        outputs = model(images)
+        loss_sum += F.cross_entropy(outputs, labels, reduction="sum")
+        correct += (outputs.argmax(dim=1) == labels).sum()
+        seen += labels.size(0)
+    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule
+# ---------------------------------------------------------------------------------------------
+
+
+def make_scheduler(cfg: ClassifySpec, optimizer: torch.optim.Optimizer, iters_per_epoch: int):
+    """Cosine to 0 over the run's own budget, or the authors' multistep alternative."""
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=iters_per_epoch * cfg.epochs, eta_min=0.0
+        )
+    return torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=multistep_milestones(cfg.epochs), gamma=MULTISTEP_GAMMA
+    )
+
+
+def multistep_milestones(epochs: int) -> list[int]:
+    """[floor(0.4 E), 2 floor(0.4 E), ...] while under E: [40, 80] for 100, [8, 16] for 20."""
+    first = int(MULTISTEP_FIRST * epochs)
+    if first < 1:
+        raise RunnerInputError(
+            f"lr_schedule multistep needs at least 3 epochs (got {epochs}): the authors' "
+            "first milestone floor(0.4 * epochs) would be 0 (their code loops forever); "
+            "use lr_schedule cosine for short runs"
+        )
+    milestones = [first]
+    while milestones[-1] + first < epochs:
+        milestones.append(milestones[-1] + first)
+    return milestones
+
+
+def step_quietly(scheduler: Any) -> None:
+    """Step a per-epoch scheduler before the epoch's optimiser steps, as the authors do
+    (PyTorch warns about that order, which is intended here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        scheduler.step()
+
+
+# ---------------------------------------------------------------------------------------------
+# Device, precision, seeds
+# ---------------------------------------------------------------------------------------------
+
+
+def pick_device(name: str | None) -> torch.device:
+    """'auto' (default): CUDA when present, else the CPU; 'cpu'; 'cuda' or 'cuda:N'."""
+    name = name or "auto"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunnerInputError(
+            f"device {name!r} requested but CUDA is not available on this machine; "
+            "use --device cpu or --device auto"
+        )
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise RunnerInputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type != "cuda":
+        return dev.type
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+@contextlib.contextmanager
+def precision_settings(allow_tf32: bool, dev: torch.device) -> Iterator[dict[str, Any]]:
+    """Apply the spec's TF32 choice (nd-spec 5.3) and the authors' cudnn.benchmark, and put
+    the process-wide flags back afterwards (tests and the launcher run several runs)."""
+    backends = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    saved = [b.allow_tf32 for b in backends], torch.backends.cudnn.benchmark
+    try:
+        for backend in backends:
+            backend.allow_tf32 = allow_tf32
+        torch.backends.cudnn.benchmark = dev.type == "cuda"  # main.py sets it True
+        yield {
+            "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        }
+    finally:
+        for backend, value in zip(backends, saved[0], strict=True):
+            backend.allow_tf32 = value
+        torch.backends.cudnn.benchmark = saved[1]
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count for the run (None: leave it), restored afterwards."""
+    if threads is None:
+        yield
+        return
+    if not isinstance(threads, int) or threads < 1:
+        raise RunnerInputError(f"threads must be a positive integer, got {threads!r}")
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def seed_everything(seed: int) -> None:
+    """The authors seed torch (and CUDA) only; python and numpy are seeded for good measure."""
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# State, checkpoint, resume
+# ---------------------------------------------------------------------------------------------
+
+
+class TrainState:
+    """What survives a restart besides the model/optimiser/scheduler: the metrics so far."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, Any]] = []
+        self.best_top1 = -math.inf
+        self.best_epoch: int | None = None
+        self.wall_seconds = 0.0  # earlier attempts only
+        self.gpu_seconds = 0.0
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if record["test_top1"] > self.best_top1:
+            self.best_top1, self.best_epoch = record["test_top1"], record["epoch"]
+
+
+def rng_states(data: Data) -> dict[str, Any]:
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()  # weights_only-safe
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": numpy_state,
+        "loader": data.generator.get_state(),
+    }
+
+
+def restore_rng_states(states: dict[str, Any], data: Data) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    random.setstate(states["python"])
+    numpy_state = states["numpy"]
+    numpy_state["state"]["key"] = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(numpy_state)
+    data.generator.set_state(states["loader"])
+
+
+def save_checkpoint(
+    path: Path,
+    cfg: ClassifySpec,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    data: Data,
+    state: TrainState,
+    seconds: tuple[float, float],
+) -> None:
+    """torch.save to a temporary sibling, fsync, rename: never a half-written checkpoint."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "spec": cfg.to_dict(),
+        "epoch": state.epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_states(data),
+        "history": state.history,
+        "best_top1": state.best_top1,
+        "best_epoch": state.best_epoch,
+        "wall_seconds": seconds[0],
+        "gpu_seconds": seconds[1],
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(
+    path: Path,
+    cfg: ClassifySpec,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    data: Data,
+) -> TrainState:
+    """Restore everything saved by save_checkpoint; refuse a checkpoint of another spec."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunnerInputError(
+            f"cannot read the checkpoint {path} ({exc}); delete it to restart the run"
+        ) from None
+    if payload.get("format") != CHECKPOINT_FORMAT or payload.get("spec") != cfg.to_dict():
+        raise RunnerInputError(
+            f"{path} belongs to another spec or checkpoint format; use a fresh run directory "
+            "or delete the checkpoint to restart"
+        )
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    restore_rng_states(payload["rng"], data)
+    state = TrainState()
+    for record in payload["history"]:
+        state.add(record)
+    state.wall_seconds, state.gpu_seconds = payload["wall_seconds"], payload["gpu_seconds"]
+    return state
+
+
+def rewrite_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl = the checkpointed epochs exactly (drops lines of a lost epoch)."""
+    lines = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in history)
+    rundir.atomic_write_text(run_dir / rundir.METRICS_FILE, lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run-directory files
+# ---------------------------------------------------------------------------------------------
+
+
+def write_spec(run_dir: Path, cfg: ClassifySpec) -> None:
+    """spec.yaml = the effective spec; a directory holding another spec is refused."""
+    path = run_dir / rundir.SPEC_FILE
+    if path.exists():
+        try:
+            existing = ClassifySpec.from_dict(rundir.read_spec(run_dir)).to_dict()
+        except (ValueError, yaml.YAMLError, RunnerInputError):
+            existing = None
+        if existing != cfg.to_dict():
+            raise RunnerInputError(
+                f"{path} holds a different spec than the one given; "
+                "use a fresh run directory for a different experiment"
+            )
+    rundir.atomic_write_yaml(path, cfg.to_dict())
+
+
+def data_deviations(data: Data) -> list[str]:
+    """Departures that come from the data rather than the spec."""
+    prov = data.provenance
+    if prov["dataset"].startswith("cifar") and not prov["verified"]:
+        return ["data: md5 check skipped (unverified data)"]
+    return []
+
+
+def write_provenance(
+    run_dir: Path,
+    cfg: ClassifySpec,
+    dev: torch.device,
+    data: Data,
+    precision: dict[str, Any],
+    deviations: list[str],
+    state: TrainState,
+    num_workers: int,
+) -> None:
+    """provenance.json of this attempt; earlier attempts' records are kept under `attempts`."""
+    path = run_dir / rundir.PROVENANCE_FILE
+    earlier: list[dict[str, Any]] = []
+    if path.exists() and state.epoch > 0:
+        with contextlib.suppress(ValueError):
+            previous = json.loads(path.read_text(encoding="utf-8"))
+            earlier = [*previous.pop("attempts", []), previous]
+    provenance = rundir.collect_provenance(
+        started_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        seed=cfg.seed,
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        device=device_name(dev),
+        precision=precision,
+        num_workers=num_workers,
+        cpu_threads=torch.get_num_threads(),
+        dataset=data.provenance,
+        deviations=deviations,
+        resumed_from_epoch=state.epoch,
+        attempts=earlier,
+    )
+    rundir.atomic_write_json(path, provenance)
+
+
+def make_result(
+    run_dir: Path,
+    cfg: ClassifySpec,
+    state: TrainState,
+    reason: str | None,
+    wall: float,
+    gpu: float,
+    device: str,
+    deviations: list[str],
+) -> rundir.RunResult:
+    metrics: dict[str, float] = {}
+    if reason is None:
+        last = state.history[-1]
+        metrics = {
+            "test_top1": last["test_top1"],
+            "best_test_top1": state.best_top1,
+            "train_top1": last["train_top1"],
+            "test_loss": last["test_loss"],
+        }
+    return rundir.RunResult(
+        run_id=run_dir.name,
+        status="done" if reason is None else "diverged",
+        reason=reason,
+        metrics=metrics,
+        best_epoch=state.best_epoch,
+        epochs_completed=state.epoch,
+        epochs_planned=cfg.epochs,
+        wall_seconds=wall,
+        gpu_seconds=gpu,
+        device=device,
+        deviations=deviations,
+    )
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    return (
+        f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} "
+        f"top-1 {record['train_top1']:.2f} | test loss {record['test_loss']:.4f} "
+        f"top-1 {record['test_top1']:.2f} | lr {record['lr']:.5f} | "
+        f"{record['seconds']:.1f} s, {record['images_per_second']:.0f} img/s"
+    )
+
+
+def summary(result: rundir.RunResult) -> str:
+    """One line: final and best test top-1 (or the reason), epochs and seconds."""
+    if result.status != "done":
+        head = result.reason or result.status
+    else:
+        m = result.metrics
+        head = (
+            f"test top-1 {m['test_top1']:.2f} % (best {m['best_test_top1']:.2f} % "
+            f"at epoch {result.best_epoch})"
+        )
+    return (
+        f"{head}; {result.epochs_completed}/{result.epochs_planned} epochs, "
+        f"{result.wall_seconds:.1f} s on {result.device}"
+    )
+
+
+class RunLog:
+    """Timestamped lines into log.txt, and the same line (without time) to the callback."""
+
+    def __init__(self, path: Path, callback: Callable[[str], None] | None) -> None:
+        self.path, self.callback = path, callback
+
+    def __call__(self, message: str) -> None:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(f"{stamp} {message}\n")
+        if self.callback is not None:
+            self.callback(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m runners.classify", description="Train one classification spec."
+    )
+    parser.add_argument("--spec", type=Path, required=True, help="spec YAML (kind: classify)")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--download", action="store_true", help="download missing data")
+    parser.add_argument(
+        "--unverified-data", action="store_true", help="skip the CIFAR md5 check (test data)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        result = run(
+            read_spec_file(args.spec),
+            args.out,
+            data_dir=args.data_dir,
+            device=args.device,
+            log=lambda line: print(line, file=sys.stderr),
+            verify_data=not args.unverified_data,
+            num_workers=args.workers,
+            download=args.download,
+            threads=args.threads,
+        )
+    except RunnerInputError as exc:
+        print(f"runners.classify: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{result.status}: {summary(result)}")
+    return 0 if result.status == "done" else 1
+
+
+def read_spec_file(path: Path) -> dict[str, Any]:
+    try:
+        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunnerInputError(f"cannot read the spec file {path}: {exc}") from None
+    if not isinstance(spec, dict):
+        raise RunnerInputError(f"{path}: the spec must be a YAML mapping (kind: classify, ...)")
+    return spec
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,435 @@
+"""The datasets of the classification runs, with the authors' transforms (nd-spec.md 3.1, 3.3).
+
+- CIFAR-10/100: RandomCrop(32, padding 4) + RandomHorizontalFlip + ToTensor + Normalize
+  (per-dataset mean/std of the authors' main.py) for training; ToTensor + Normalize for test.
+- MNIST: ToTensor + Normalize(0.1307, 0.3081); Fashion-MNIST: ToTensor only (the authors'
+  code does not normalise it). No augmentation for either.
+Loaders yield images (N, C, H, W); the MLP flattens them itself.
+
+Data are never downloaded unless asked (`download=True`); missing files raise one
+RunnerInputError naming the dataset, the directory and the files torchvision expects.
+Fashion-MNIST is also found where Debian's `dataset-fashion-mnist` installs it, so it works
+offline. Real CIFAR files keep torchvision's md5 check; `verify=False` skips it, loudly,
+for synthetic test data. Every load reports its provenance: directory, source, whether the
+files were verified, and a sha256 over the files actually read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets, transforms
+from torchvision.datasets.utils import check_integrity
+
+from runners.errors import RunnerInputError
+from runners.rundir import atomic_write_json
+
+DATA_DIR_ENV = "AUDIT_DATA_DIR"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+SOURCE_NOTE = "source.json"  # written next to files this module installed, says where from
+CROP_PADDING = 4  # RandomCrop(32, padding=4), zero fill (main.py:L64-69)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str  # the spec's dataset name
+    tv_class: type  # the torchvision dataset class
+    num_classes: int
+    image_size: int
+    mean: tuple[float, ...] | None  # None: no Normalize (Fashion-MNIST, as the authors)
+    std: tuple[float, ...] | None
+    how_to_get: str  # what torchvision expects on disk, for the missing-data message
+
+
+DATASETS = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            "cifar10",
+            datasets.CIFAR10,
+            10,
+            32,
+            (0.4914, 0.4822, 0.4465),
+            (0.2023, 0.1994, 0.2010),
+            "the folder cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta) "
+            "from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        ),
+        DatasetInfo(
+            "cifar100",
+            datasets.CIFAR100,
+            100,
+            32,
+            (0.5071, 0.4865, 0.4409),
+            (0.2009, 0.1984, 0.2023),
+            "the folder cifar-100-python/ (train, test, meta) "
+            "from https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        ),
+        DatasetInfo(
+            "mnist",
+            datasets.MNIST,
+            10,
+            28,
+            (0.1307,),
+            (0.3081,),
+            "the uncompressed IDX files MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
+        ),
+        DatasetInfo(
+            "fashion-mnist",
+            datasets.FashionMNIST,
+            10,
+            28,
+            None,
+            None,
+            "the uncompressed IDX files "
+            "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte "
+            "(or install Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist)",
+        ),
+    )
+}
+
+
+@dataclass
+class Data:
+    """Everything the training loop needs from the data side."""
+
+    train_loader: DataLoader
+    test_loader: DataLoader
+    generator: torch.Generator  # the train loader's shuffling RNG (checkpointed)
+    num_classes: int
+    provenance: dict[str, Any]  # directory, source, verified, sha256, sizes
+
+
+def default_data_dir() -> Path:
+    """$AUDIT_DATA_DIR, else ./data."""
+    return Path(os.environ.get(DATA_DIR_ENV) or "data")
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise RunnerInputError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms
+# ---------------------------------------------------------------------------------------------
+
+
+def make_transform(info: DatasetInfo, *, train: bool, augment: bool) -> Callable:
+    """The authors' transform: [crop + flip when augmenting] + ToTensor [+ Normalize]."""
+    steps: list[Callable] = []
+    if train and augment:
+        steps += [
+            transforms.RandomCrop(info.image_size, padding=CROP_PADDING),
+            transforms.RandomHorizontalFlip(),
+        ]
+    steps.append(transforms.ToTensor())
+    if info.mean is not None:
+        steps.append(transforms.Normalize(info.mean, info.std))
+    return transforms.Compose(steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files on disk
+# ---------------------------------------------------------------------------------------------
+
+
+def expected_files(info: DatasetInfo, root: Path) -> list[Path]:
+    """The files torchvision reads for `info` under `root` (train and test)."""
+    cls = info.tv_class
+    if issubclass(cls, datasets.CIFAR10):
+        names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+        return [root / cls.base_folder / name for name in names]
+    raw = root / cls.__name__ / "raw"
+    return [raw / Path(url).stem for url, _ in cls.resources]
+
+
+def files_sha256(paths: list[Path], root: Path) -> str:
+    """One sha256 over the files' relative names and contents, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _missing_message(info: DatasetInfo, root: Path, missing: list[Path]) -> str:
+    shown = ", ".join(str(p.relative_to(root)) for p in missing[:4])
+    more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+    return (
+        f"dataset {info.name} not found in the data directory {root.resolve()} "
+        f"(missing {shown}{more}). Provide {info.how_to_get} under that directory, "
+        f"point --data-dir (or ${DATA_DIR_ENV}) at the directory that holds them, "
+        "or pass --download on a machine with internet access"
+    )
+
+
+def install_system_fashion_mnist(
+    root: Path, system_dir: Path = DEBIAN_FASHION_MNIST, *, log: Callable[[str], None] = print
+) -> bool:
+    """Decompress Debian's Fashion-MNIST .gz files into root/FashionMNIST/raw/.
+
+    Each file is written to a temporary sibling and renamed, so an interrupted copy never
+    leaves a truncated file that torchvision would take for data. Returns False when the
+    system copy is absent.
+    """
+    info = DATASETS["fashion-mnist"]
+    targets = expected_files(info, root)
+    sources = [system_dir / f"{target.name}.gz" for target in targets]
+    if not all(source.is_file() for source in sources):
+        return False
+    raw = targets[0].parent
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        for source, target in zip(sources, targets, strict=True):
+            if not target.exists():
+                _gunzip_atomic(source, target)
+        note = {
+            "source": f"Debian dataset-fashion-mnist ({system_dir})",
+            "files": [str(s) for s in sources],
+        }
+        atomic_write_json(raw / SOURCE_NOTE, note)
+        log(f"Fashion-MNIST copied from {system_dir} into {raw}")
+    except OSError as exc:
+        raise RunnerInputError(
+            f"cannot copy Fashion-MNIST from {system_dir} into {raw}: {exc}. "
+            "Make the data directory writable or choose another one with --data-dir"
+        ) from None
+    return True
+
+
+def _gunzip_atomic(source: Path, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with gzip.open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _source_of(info: DatasetInfo, root: Path, downloaded: bool) -> str:
+    note = expected_files(info, root)[0].parent / SOURCE_NOTE
+    if note.is_file():
+        return json.loads(note.read_text(encoding="utf-8"))["source"]
+    return "downloaded by torchvision" if downloaded else "data directory"
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR without the md5 check (explicit opt-out for synthetic test data)
+# ---------------------------------------------------------------------------------------------
+
+
+class _SkipMd5:
+    """Mixin for torchvision's CIFAR classes: checks that the files exist, not their md5."""
+
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root) / self.base_folder
+        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:
+        path = Path(self.root) / self.base_folder / self.meta["filename"]
+        with open(path, "rb") as handle:
+            self.classes = pickle.load(handle, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+class UnverifiedCIFAR10(_SkipMd5, datasets.CIFAR10):
+    pass
+
+
+class UnverifiedCIFAR100(_SkipMd5, datasets.CIFAR100):
+    pass
+
+
+UNVERIFIED = {datasets.CIFAR10: UnverifiedCIFAR10, datasets.CIFAR100: UnverifiedCIFAR100}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def load_datasets(
+    name: str,
+    data_dir: Path | None = None,
+    *,
+    augment: bool,
+    download: bool = False,
+    verify: bool = True,
+    log: Callable[[str], None] = print,
+    system_fashion_mnist: Path = DEBIAN_FASHION_MNIST,
+) -> tuple[Dataset, Dataset, dict[str, Any]]:
+    """Train and test sets of `name` with the protocol's transforms, and their provenance."""
+    info = dataset_info(name)
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    files = expected_files(info, root)
+    absent = not all(f.is_file() for f in files)
+    if name == "fashion-mnist" and absent and not download:
+        # Offline machines: fall back on Debian's package rather than failing.
+        install_system_fashion_mnist(root, system_fashion_mnist, log=log)
+    missing = [f for f in files if not f.is_file()]
+    if missing and not download:
+        raise RunnerInputError(_missing_message(info, root, missing))
+    cls = info.tv_class
+    checks_md5 = cls in UNVERIFIED
+    if checks_md5 and not verify:
+        log(
+            f"WARNING: {name} files in {root} are loaded WITHOUT torchvision's md5 check "
+            "(verify=False / --unverified-data); results on these data are not comparable "
+            "with the paper unless the files are the official ones"
+        )
+        cls = UNVERIFIED[cls]
+    train_set = _construct(cls, info, root, train=True, augment=augment, download=download)
+    test_set = _construct(cls, info, root, train=False, augment=augment, download=False)
+    provenance = {
+        "dataset": name,
+        "directory": str(root.resolve()),
+        "source": _source_of(info, root, downloaded=bool(missing)),
+        "verified": checks_md5 and verify,
+        "verification": _verification(checks_md5, verify),
+        "files": [str(f.relative_to(root)) for f in files],
+        "sha256": files_sha256(files, root),
+        "train_size": len(train_set),
+        "test_size": len(test_set),
+    }
+    return train_set, test_set, provenance
+
+
+def _verification(checks_md5: bool, verify: bool) -> str:
+    if not checks_md5:
+        return "none: torchvision checks only that the MNIST-family files exist"
+    if verify:
+        return "md5 of every file checked by torchvision against the official checksums"
+    return "SKIPPED: md5 check disabled (verify=False)"
+
+
+def _construct(
+    cls: type, info: DatasetInfo, root: Path, *, train: bool, augment: bool, download: bool
+) -> Dataset:
+    transform = make_transform(info, train=train, augment=augment)
+    try:
+        return cls(str(root), train=train, transform=transform, download=download)
+    except RuntimeError as exc:
+        raise RunnerInputError(_load_failure(info, root, exc)) from None
+    except OSError as exc:  # a failed download (URLError is an OSError)
+        raise RunnerInputError(
+            f"could not download {info.name} into {root.resolve()}: {exc}. Download it on a "
+            f"machine with internet access and copy {info.how_to_get} into that directory"
+        ) from None
+
+
+def _load_failure(info: DatasetInfo, root: Path, exc: Exception) -> str:
+    if info.tv_class in UNVERIFIED:
+        bad = ", ".join(_md5_failures(info, root)) or str(exc)
+        return (
+            f"dataset {info.name} in {root.resolve()} failed torchvision's md5 check ({bad}): "
+            "the files are corrupted or not the official ones. Re-download them (--download), "
+            "or, for synthetic/test data only, skip the check with --unverified-data "
+            "(verify=False)"
+        )
+    return f"dataset {info.name} in {root.resolve()} could not be loaded: {exc}"
+
+
+def _md5_failures(info: DatasetInfo, root: Path) -> list[str]:
+    cls = info.tv_class
+    folder = root / cls.base_folder
+    listed = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+    return [
+        f"{cls.base_folder}/{name}"
+        for name, md5 in listed
+        if not check_integrity(str(folder / name), md5)
+    ]
+
+
+def take_first(
+    dataset: Dataset, n: int | None, *, what: str, log: Callable[[str], None]
+) -> Dataset:
+    """The first `n` items (deterministic); all of them when n is None or too large."""
+    if n is None:
+        return dataset
+    if n > len(dataset):
+        log(f"WARNING: {what}={n} but the set has only {len(dataset)} images; using all of them")
+        return dataset
+    return Subset(dataset, range(n))
+
+
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    train: bool,
+    num_workers: int,
+    generator: torch.Generator | None = None,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Train: shuffled by `generator`, partial last batch kept (drop_last False, as the authors).
+    Test: in order (the authors shuffle it, which changes nothing in eval mode)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=False,
+        num_workers=num_workers,
+        generator=generator if train else None,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def load_data(
+    spec: Any,
+    data_dir: Path | None = None,
+    *,
+    download: bool = False,
+    verify: bool = True,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    log: Callable[[str], None] = print,
+    system_fashion_mnist: Path = DEBIAN_FASHION_MNIST,
+) -> Data:
+    """Loaders for a ClassifySpec (its dataset, augment, subsets, batch size and seed)."""
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise RunnerInputError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+    train_set, test_set, provenance = load_datasets(
+        spec.dataset,
+        data_dir,
+        augment=spec.effective_augment,
+        download=download,
+        verify=verify,
+        log=log,
+        system_fashion_mnist=system_fashion_mnist,
+    )
+    train_set = take_first(train_set, spec.train_subset, what="train_subset", log=log)
+    test_set = take_first(test_set, spec.test_subset, what="test_subset", log=log)
+    provenance.update(train_images_used=len(train_set), test_images_used=len(test_set))
+    generator = torch.Generator()
+    generator.manual_seed(spec.seed)
+    loader_args = {
+        "batch_size": spec.batch_size,
+        "num_workers": num_workers,
+        "pin_memory": pin_memory,
+    }
+    return Data(
+        train_loader=make_loader(train_set, train=True, generator=generator, **loader_args),
+        test_loader=make_loader(test_set, train=False, **loader_args),
+        generator=generator,
+        num_classes=dataset_info(spec.dataset).num_classes,
+        provenance=provenance,
+    )

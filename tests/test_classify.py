@@ -1,0 +1,272 @@
+"""runners.classify and `audit train`: real training runs on tiny synthetic datasets (CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from audit import cli
+from runners import classify, rundir
+from runners.errors import RunnerInputError
+from tests import fakedata
+
+REPO = Path(__file__).resolve().parents[1]
+N_TRAIN = 300  # 3 iterations of 128 per epoch (the last one partial)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads run the
+    CNN steps about five times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def mnist_dir(tmp_path: Path) -> Path:
+    return fakedata.write_mnist(tmp_path / "data", n_train=N_TRAIN, n_test=64)
+
+
+def mlp_spec(**fields) -> dict:
+    return {
+        "kind": "classify",
+        "dataset": "mnist",
+        "arch": "mlp",
+        "norm": "nd",
+        "epochs": 3,
+        **fields,
+    }
+
+
+def train(spec: dict, run_dir: Path, data_dir: Path, **options) -> rundir.RunResult:
+    return classify.run(spec, run_dir, data_dir=data_dir, device="cpu", **options)
+
+
+def load_checkpoint(run_dir: Path) -> dict:
+    return torch.load(run_dir / rundir.CHECKPOINT_FILE, weights_only=True)
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [
+        {k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in records
+    ]
+
+
+def test_a_run_writes_the_run_directory_contract(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    lines: list[str] = []
+    result = train(mlp_spec(), run_dir, mnist_dir, log=lines.append)
+
+    records = rundir.read_jsonl(run_dir / rundir.METRICS_FILE)
+    assert [sorted(r) for r in records] == [sorted(rundir.EPOCH_FIELDS)] * 3
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert rundir.read_result(run_dir) == result
+    assert result.status == "done" and result.epochs_completed == result.epochs_planned == 3
+    assert result.metrics["test_top1"] == records[-1]["test_top1"]
+    assert result.metrics["train_top1"] == records[-1]["train_top1"]
+    assert result.metrics["best_test_top1"] == max(r["test_top1"] for r in records)
+    assert records[result.best_epoch - 1]["test_top1"] == result.metrics["best_test_top1"]
+    assert result.device == "cpu" and result.gpu_seconds == 0 and result.wall_seconds > 0
+    assert result.deviations == []
+    assert rundir.read_spec(run_dir)["lr"] == 0.1  # the effective spec, defaults filled
+
+    provenance = json.loads((run_dir / rundir.PROVENANCE_FILE).read_text())
+    assert provenance["seed"] == 0 and provenance["torch"] == torch.__version__
+    assert len(provenance["dataset"]["sha256"]) == 64
+    assert provenance["precision"]["cuda_matmul_allow_tf32"] is False
+    log_text = (run_dir / rundir.LOG_FILE).read_text()
+    assert "epoch 3/3" in log_text and any("epoch 3/3" in line for line in lines)
+    assert not list(run_dir.glob(".*.tmp"))  # atomic writes left no temporary files
+
+
+def test_cosine_schedule_steps_per_iteration_over_the_run_budget(tmp_path, mnist_dir):
+    train(mlp_spec(), tmp_path / "run", mnist_dir)
+    lrs = [r["lr"] for r in rundir.read_jsonl(tmp_path / "run" / rundir.METRICS_FILE)]
+    iters, epochs = 3, 3  # lr_t = 0.05 (1 + cos(pi t / (iters * epochs)))
+    expected = [0.05 * (1 + math.cos(math.pi * iters * e / (iters * epochs))) for e in (1, 2, 3)]
+    assert lrs == pytest.approx(expected, abs=1e-12)
+    checkpoint = load_checkpoint(tmp_path / "run")
+    assert checkpoint["scheduler"]["T_max"] == 9 and checkpoint["scheduler"]["last_epoch"] == 9
+
+
+def test_one_parameter_group_with_the_same_weight_decay_for_every_parameter(tmp_path, mnist_dir):
+    train(mlp_spec(norm="bn", epochs=1), tmp_path / "run", mnist_dir)
+    checkpoint = load_checkpoint(tmp_path / "run")
+    (group,) = checkpoint["optimizer"]["param_groups"]
+    n_params = sum(1 for k in checkpoint["model"] if k.endswith(("weight", "bias")))
+    assert len(group["params"]) == n_params  # BN scales and shifts included
+    assert group["weight_decay"] == 1e-3 and group["momentum"] == 0.9
+    assert group["nesterov"] is False
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, mnist_dir):
+    straight = train(mlp_spec(), tmp_path / "straight", mnist_dir)
+
+    def stop_after_first_epoch(record: dict) -> None:
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(mlp_spec(), tmp_path / "resumed", mnist_dir, on_epoch=stop_after_first_epoch)
+    assert load_checkpoint(tmp_path / "resumed")["epoch"] == 1
+    assert not (tmp_path / "resumed" / rundir.RESULT_FILE).exists()
+    resumed = train(mlp_spec(), tmp_path / "resumed", mnist_dir)
+
+    metrics = [
+        rundir.read_jsonl(tmp_path / d / rundir.METRICS_FILE) for d in ("straight", "resumed")
+    ]
+    for ours, theirs in zip(*map(without_timing, metrics), strict=True):
+        assert ours == pytest.approx(theirs, rel=1e-6)
+    assert resumed.epochs_completed == straight.epochs_completed == 3
+    assert resumed.metrics == pytest.approx(straight.metrics, abs=1e-6)
+    a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 9
+    for key, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][key], tensor, rtol=1e-6, atol=1e-7)
+    provenance = json.loads((tmp_path / "resumed" / rundir.PROVENANCE_FILE).read_text())
+    assert provenance["resumed_from_epoch"] == 1 and len(provenance["attempts"]) == 1
+
+
+def test_resume_drops_metrics_lines_past_the_checkpoint(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    train(mlp_spec(epochs=2), run_dir, mnist_dir)
+    checkpoint = load_checkpoint(run_dir)
+    records = rundir.read_jsonl(run_dir / rundir.METRICS_FILE)
+    rundir.append_jsonl(run_dir / rundir.METRICS_FILE, {**records[-1], "epoch": 3})  # a lost epoch
+    again = train(mlp_spec(epochs=2), run_dir, mnist_dir)  # finished: nothing is retrained
+    assert len(rundir.read_jsonl(run_dir / rundir.METRICS_FILE)) == 2
+    assert again.metrics["test_top1"] == records[-1]["test_top1"]
+    assert torch.equal(load_checkpoint(run_dir)["rng"]["torch"], checkpoint["rng"]["torch"])
+
+
+def test_a_run_directory_of_another_spec_is_refused(tmp_path, mnist_dir):
+    train(mlp_spec(epochs=1), tmp_path / "run", mnist_dir)
+    with pytest.raises(RunnerInputError, match="different spec"):
+        train(mlp_spec(epochs=2), tmp_path / "run", mnist_dir)
+
+
+def test_non_finite_loss_ends_the_run_as_diverged(tmp_path, mnist_dir):
+    result = train(mlp_spec(norm="none", lr=1e38), tmp_path / "run", mnist_dir)
+    assert result.status == "diverged"
+    assert result.reason == "epoch 1, step 2: the training loss is inf"
+    assert result.metrics == {} and result.epochs_completed == 0
+    assert rundir.read_result(tmp_path / "run").status == "diverged"
+    assert "DIVERGED" in (tmp_path / "run" / rundir.LOG_FILE).read_text()
+
+
+def test_multistep_milestones_and_their_per_epoch_stepping(tmp_path):
+    assert classify.multistep_milestones(100) == [40, 80]
+    assert classify.multistep_milestones(20) == [8, 16]
+    with pytest.raises(RunnerInputError, match="at least 3 epochs"):
+        classify.multistep_milestones(2)
+    small = fakedata.write_mnist(tmp_path / "small", n_train=64, n_test=16)
+    train(mlp_spec(lr_schedule="multistep", epochs=5), tmp_path / "run", small)
+    lrs = [r["lr"] for r in rundir.read_jsonl(tmp_path / "run" / rundir.METRICS_FILE)]
+    # milestones [2, 4], stepped at each epoch's start: the decays come one epoch early
+    assert lrs == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def tiny_cifar_run(tmp_path: Path, **fields) -> rundir.RunResult:
+    """vgg16 with ND layers on synthetic CIFAR-10 in batches of 8 (the CPU is slow)."""
+    data_dir = fakedata.write_cifar10(tmp_path / "data", n_train=16, n_test=8)
+    spec = {"dataset": "cifar10", "arch": "vgg16", "norm": "nd", "epochs": 1, "batch_size": 8}
+    return classify.run(
+        {**spec, **fields}, tmp_path / "run", data_dir=data_dir, device="cpu", verify_data=False
+    )
+
+
+def test_vgg16_nd_trains_one_epoch_on_synthetic_cifar(tmp_path):
+    result = tiny_cifar_run(tmp_path, train_subset=8)  # one step
+    assert result.status == "done" and result.epochs_completed == 1
+    assert 0 <= result.metrics["test_top1"] <= 100 and math.isfinite(result.metrics["test_loss"])
+    assert "data: md5 check skipped (unverified data)" in result.deviations
+    assert "batch_size=8 (protocol: 128)" in result.deviations
+    assert "train_subset=8 (protocol: None)" in result.deviations
+
+
+def test_nd_statistics_error_ends_the_run_as_diverged(tmp_path):
+    result = tiny_cifar_run(tmp_path, lr=1e38)  # the first step makes the weights infinite
+    assert result.status == "diverged"
+    assert result.reason.startswith("epoch 1, step 2: FastDeconv(")  # the layer's own message
+    assert "NaN or inf" in result.reason
+
+
+def test_module_entry_point(tmp_path, mnist_dir, capsys, monkeypatch):
+    monkeypatch.setenv("AUDIT_DATA_DIR", str(tmp_path / "nothing"))
+    spec_file = tmp_path / "spec.yaml"
+    rundir.atomic_write_yaml(spec_file, mlp_spec(epochs=1))
+    args = ["--spec", str(spec_file), "--out", str(tmp_path / "run")]
+    assert classify.main([*args, "--data-dir", str(mnist_dir), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("done: test top-1 ")
+    assert classify.main([*args[:2], "--out", str(tmp_path / "r2")]) == 2  # the default dir
+    assert "dataset mnist not found" in capsys.readouterr().err
+
+
+def test_audit_train_prints_one_result_line(tmp_path, mnist_dir, capsys):
+    argv = ["train", "--arch", "mlp", "--norm", "bn", "--dataset", "mnist", "--epochs", "1"]
+    argv += ["--out", str(tmp_path / "run"), "--data-dir", str(mnist_dir), "--device", "cpu"]
+    assert cli.main([*argv, "--train-subset", "200", "--threads", "2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("done: test top-1 ") and "1/1 epochs" in out[0]
+    spec = rundir.read_spec(tmp_path / "run")
+    assert spec["train_subset"] == 200 and spec["norm"] == "bn"
+    provenance = json.loads((tmp_path / "run" / rundir.PROVENANCE_FILE).read_text())
+    assert provenance["cpu_threads"] == 2 and torch.get_num_threads() == 1  # put back
+
+
+def audit_in_subprocess(*argv: str) -> subprocess.CompletedProcess:
+    """`audit ...` in a fresh interpreter, printing whether torch got imported."""
+    code = (
+        "import sys; from audit.cli import main; rc = main(sys.argv[1:]); "
+        "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_audit_train_bad_input_exits_2_without_importing_torch(tmp_path):
+    base = [
+        "train",
+        "--norm",
+        "nd",
+        "--dataset",
+        "cifar10",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
+    unknown = audit_in_subprocess(*base, "--arch", "vgg99")
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("audit train: error: arch must be one of ")
+    assert "vgg16" in unknown.stderr and "'vgg99'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr and "torch imported: False" in unknown.stdout
+    no_epochs = audit_in_subprocess(*base, "--arch", "vgg16", "--epochs", "0")
+    assert no_epochs.returncode == 2 and "epochs must be a positive integer" in no_epochs.stderr
+
+
+def test_audit_train_missing_data_exits_2(tmp_path, capsys):
+    argv = ["train", "--arch", "mlp", "--norm", "nd", "--dataset", "mnist", "--epochs", "1"]
+    argv += ["--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "nothing")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("audit train: error: dataset mnist not found") and "--download" in err
+
+
+def test_loader_workers_change_nothing_without_augmentation(tmp_path, mnist_dir):
+    """Shuffling happens in the main process (seeded generator), so MNIST runs with worker
+    processes equal runs without them."""
+    inline = train(mlp_spec(epochs=1), tmp_path / "inline", mnist_dir)
+    workers = train(mlp_spec(epochs=1), tmp_path / "workers", mnist_dir, num_workers=2)
+    assert workers.metrics == pytest.approx(inline.metrics, rel=1e-6)
+    provenance = json.loads((tmp_path / "workers" / rundir.PROVENANCE_FILE).read_text())
+    assert provenance["num_workers"] == 2
