@@ -42,14 +42,10 @@ from torch import nn
 
 from runners import rundir
 from runners.data import Data, load_data
+from runners.deconv import NonFiniteStatisticsError
 from runners.errors import RunnerInputError
 from runners.models import build_model
 from runners.specs.classify import ClassifySpec
-
-try:  # the ND layers signal a NaN/inf batch covariance with their own error
-    from runners.deconv import NonFiniteStatisticsError
-except ImportError:  # pragma: no cover - deconv.py is written alongside this module
-    NonFiniteStatisticsError = FloatingPointError  # type: ignore[misc,assignment]
 
 CHECKPOINT_FORMAT = 1
 MULTISTEP_FIRST = 0.4  # the authors' --milestone: first decay at 0.4 E, then every 0.4 E
@@ -537,6 +533,8 @@ def write_provenance(
         precision=precision,
         num_workers=num_workers,
         cpu_threads=torch.get_num_threads(),
+        # How the Newton-Schulz inverse root is differentiated (same values up to rounding):
+        newton_schulz="closed-form gradient" if dev.type == "cpu" else "unrolled autograd",
         dataset=data.provenance,
         deviations=deviations,
         resumed_from_epoch=state.epoch,
