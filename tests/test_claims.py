@@ -16,7 +16,8 @@ from audit.errors import AuditError
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIMS = ROOT / "claims.yaml"
-REFERENCE = Path("/work/shared/reference")
+# The transcription sources: the project's shared folder sits beside the checkout (CI too).
+REFERENCE = ROOT.parent / "shared" / "reference"
 ARCHS = ("vgg16", "resnet18", "preact", "densenet121", "resnext29")
 ARCHS += ("mobilev2", "dpn", "pnasnetA", "senet", "efficient")
 
@@ -339,6 +340,16 @@ def test_validate_reports_bad_input_with_exit_2_and_no_traceback(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("audit validate: error: ")
     assert f"{path}:8: unknown dataset 'svhn'" in err
+    assert "Traceback" not in err
+
+
+def test_validate_checks_experiments_against_the_runner_specs(tmp_path, capsys):
+    # 'mlp' is a known architecture name, but the MLP does not run on CIFAR images.
+    path = write(tmp_path, MINI.replace("- [resnet18,", "- [mlp,"))
+    assert cli.main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "claim tab.mlp.bn20: its experiment" in err
+    assert "does not run on dataset 'cifar10'" in err
     assert "Traceback" not in err
 
 

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from audit.commands.check import add_selection_arguments, select_claims
+from audit.errors import AuditError
 
 HELP = "check a claims file without running anything"
 
@@ -24,6 +25,7 @@ def main(args: argparse.Namespace) -> int:
     if args.file is not None:
         args.claims = args.file
     claims = select_claims(args)
+    check_experiments(claims)
     if args.list:
         for claim in claims:
             print(_claim_line(claim))
@@ -33,6 +35,27 @@ def main(args: argparse.Namespace) -> int:
         print(f"{path}: {len(load_results_csv(path))} result rows, OK")
     print(_summary(claims))
     return 0
+
+
+def check_experiments(claims) -> None:
+    """Every runnable experiment must be a valid runner spec (names, fields, values).
+
+    The runners' spec classes do not import torch, so this stays a cheap, offline check.
+    """
+    from runners.errors import RunnerInputError
+    from runners.specs import effective_spec
+
+    for claim in claims:
+        if not (claim.gate and claim.runnable):
+            continue
+        for experiment in claim.experiments():
+            try:
+                effective_spec(experiment)
+            except RunnerInputError as exc:
+                raise AuditError(
+                    f"{claims.path}:{claim.line}: claim {claim.id}: its experiment "
+                    f"{experiment} is not a valid runner spec: {exc}"
+                ) from None
 
 
 def _claim_line(claim) -> str:
