@@ -233,9 +233,25 @@ class RunIndex:
         key = tuple(_norm(experiment[f]) for f in fields)
         cached = self._cache.get((fields, key, metric))
         if cached is None:
-            rows = self._index(fields).get(key, [])
+            rows = self._one_variant(self._index(fields).get(key, []))
             cached = self._cache[(fields, key, metric)] = self._collect(rows, metric)
         return cached
+
+    def _one_variant(self, rows: list[int]) -> list[int]:
+        """The runs that stand for a claim: never a mixture of protocol variants.
+
+        Runs matching a claim's experiment fields may still differ elsewhere (an ablation of
+        the head, a CPU smoke run on a subset). Protocol runs (no deviations) win; without
+        any, the most numerous deviating variant is used, and its deviations are shown.
+        """
+        groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for i in rows:
+            groups[tuple(sorted(self._columns["deviations"][i] or ()))].append(i)
+        if len(groups) <= 1:
+            return rows
+        if () in groups:
+            return groups[()]
+        return max(groups.items(), key=lambda item: (len(item[1]), [-i for i in item[1]]))[1]
 
     def _index(self, fields: tuple[str, ...]) -> dict[tuple, list[int]]:
         if fields not in self._indexes:

@@ -203,6 +203,28 @@ def test_deviations_are_listed(claims, tmp_path):
     assert row["deviations"] == ["train_subset=500 (protocol: None)"]
 
 
+def test_protocol_runs_are_never_averaged_with_deviating_variants(claims, tmp_path):
+    head = "nd.head=channel_deconv (authors' code: delinear)"
+    subset = "train_subset=256 (protocol: None)"
+    rows = [
+        run("nd", 0, 93.0),
+        run("nd", 1, 93.2),
+        run("nd", 0, 10.0, deviations=head),  # an ablation of the head
+        run("nd", 0, 40.0, deviations=subset),  # a CPU smoke run
+    ]
+    row = outcome(claims, tmp_path, rows)["tab.vgg16.nd20"]
+    assert row["values"] == [93.0, 93.2]
+    assert row["deviations"] == []
+    # Without protocol runs, the most numerous deviating variant stands alone, labelled.
+    rows = [
+        run("nd", 0, 40.0, deviations=subset),
+        *(run("nd", s, 11.0, deviations=head) for s in (0, 1)),
+    ]
+    row = outcome(claims, tmp_path, rows)["tab.vgg16.nd20"]
+    assert row["values"] == [11.0, 11.0]
+    assert row["deviations"] == [head]
+
+
 def test_relative_tolerance_and_at_least_direction(tmp_path):
     text = CLAIMS.replace(
         "tolerance: {abs: 1.0}", "tolerance: {abs: 0.5, rel: 2, direction: at-least}"
