@@ -80,7 +80,7 @@ def run(
     cfg = ClassifySpec.from_dict(dict(spec))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    say = RunLog(run_dir / rundir.LOG_FILE, log)
+    say = rundir.RunLog(run_dir / rundir.LOG_FILE, log)
     write_spec(run_dir, cfg)
     dev = pick_device(device)
     with precision_settings(cfg.allow_tf32, dev) as precision, cpu_threads(threads):
@@ -600,20 +600,6 @@ def summary(result: rundir.RunResult) -> str:
         f"{head}; {result.epochs_completed}/{result.epochs_planned} epochs, "
         f"{result.wall_seconds:.1f} s on {result.device}"
     )
-
-
-class RunLog:
-    """Timestamped lines into log.txt, and the same line (without time) to the callback."""
-
-    def __init__(self, path: Path, callback: Callable[[str], None] | None) -> None:
-        self.path, self.callback = path, callback
-
-    def __call__(self, message: str) -> None:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(f"{stamp} {message}\n")
-        if self.callback is not None:
-            self.callback(message)
 
 
 # ---------------------------------------------------------------------------------------------

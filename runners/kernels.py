@@ -599,20 +599,6 @@ def _npz_bytes(comp: KernelComputation) -> bytes:
     return buffer.getvalue()
 
 
-class _Log:
-    """Appends to log.txt and forwards to the caller's log function."""
-
-    def __init__(self, path: Path, forward: Callable[[str], None] | None) -> None:
-        self.path, self.forward = path, forward
-
-    def __call__(self, message: str) -> None:
-        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}"
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-        if self.forward is not None:
-            self.forward(message)
-
-
 def _check_identity(spec: KernelsSpec, checksum: str) -> None:
     if spec.images_sha256 is not None and spec.images_sha256 != checksum:
         raise RunnerInputError(
@@ -636,7 +622,7 @@ def run(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rundir.atomic_write_yaml(run_dir / rundir.SPEC_FILE, kspec.to_dict())
-    say = _Log(run_dir / rundir.LOG_FILE, log)
+    say = rundir.RunLog(run_dir / rundir.LOG_FILE, log)
     torch_device = torch.device(device or "cpu")
     images = open_images(kspec, data_dir)
     say(f"kernels: {len(images)} {kspec.source} images, k={kspec.kernel_size}, isqrt={kspec.isqrt}")

@@ -28,7 +28,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -183,6 +185,21 @@ def read_spec(run_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a mapping")
     return data
+
+
+class RunLog:
+    """A runner's log: timestamped lines appended to log.txt, and each message (without the
+    time) forwarded to the caller's callback, e.g. the launcher's progress display."""
+
+    def __init__(self, path: Path, callback: Callable[[str], None] | None = None) -> None:
+        self.path, self.callback = Path(path), callback
+
+    def __call__(self, message: str) -> None:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(f"{stamp} {message}\n")
+        if self.callback is not None:
+            self.callback(message)
 
 
 def _git(*args: str) -> str | None:

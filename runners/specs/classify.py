@@ -16,6 +16,7 @@ from typing import Any
 
 from runners.errors import RunnerInputError
 from runners.models import ARCHS  # the registry's names; importing it does not import torch
+from runners.specs.checks import require_choice, require_positive_int
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist")
 FLAT_DATASETS = ("mnist", "fashion-mnist")  # 28x28 grey images, fed to the MLP
@@ -45,11 +46,11 @@ class NDOptions:
     fc_moment: str = "uncentred"  # ChannelDeconv second moment: authors' uncentred, or centred
 
     def validate(self) -> None:
-        _require_choice("nd.head", self.head, ND_HEADS)
-        _require_choice("nd.layout", self.layout, ND_LAYOUTS)
-        _require_choice("nd.fc_moment", self.fc_moment, FC_MOMENTS)
+        require_choice("nd.head", self.head, ND_HEADS)
+        require_choice("nd.layout", self.layout, ND_LAYOUTS)
+        require_choice("nd.fc_moment", self.fc_moment, FC_MOMENTS)
         for name in ("block", "sampling_stride", "n_iter", "block_fc"):
-            _require_positive_int(f"nd.{name}", getattr(self, name))
+            require_positive_int(f"nd.{name}", getattr(self, name))
         if not (isinstance(self.eps, int | float) and 0 < self.eps < 1):
             raise RunnerInputError(f"nd.eps must be in (0, 1), got {self.eps!r}")
         if not (isinstance(self.momentum, int | float) and 0 < self.momentum <= 1):
@@ -112,9 +113,9 @@ class ClassifySpec:
     def validate(self) -> None:
         if self.kind != "classify":
             raise RunnerInputError(f"ClassifySpec needs kind 'classify', got {self.kind!r}")
-        _require_choice("dataset", self.dataset, DATASETS)
-        _require_choice("norm", self.norm, NORMS)
-        _require_choice("arch", self.arch, tuple(ARCHS))
+        require_choice("dataset", self.dataset, DATASETS)
+        require_choice("norm", self.norm, NORMS)
+        require_choice("arch", self.arch, tuple(ARCHS))
         if self.norm not in ARCHS[self.arch].norms:
             raise RunnerInputError(
                 f"architecture {self.arch!r} supports norm {', '.join(ARCHS[self.arch].norms)}; "
@@ -126,14 +127,14 @@ class ClassifySpec:
                 f"architecture {self.arch!r} does not run on dataset {self.dataset!r}: the MLP is "
                 "for mnist / fashion-mnist, the CNNs for cifar10 / cifar100"
             )
-        _require_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        require_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for name in ("epochs", "batch_size"):
-            _require_positive_int(name, getattr(self, name))
+            require_positive_int(name, getattr(self, name))
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise RunnerInputError(f"seed must be a non-negative integer, got {self.seed!r}")
         for name in ("train_subset", "test_subset"):
             if getattr(self, name) is not None:
-                _require_positive_int(name, getattr(self, name))
+                require_positive_int(name, getattr(self, name))
         for name in ("lr", "momentum", "weight_decay"):
             value = getattr(self, name)
             if (
@@ -174,13 +175,3 @@ class ClassifySpec:
             if ours != theirs:
                 out.append(f"nd.{f.name}={ours} (authors' code: {theirs})")
         return out
-
-
-def _require_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise RunnerInputError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _require_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise RunnerInputError(f"{name} must be a positive integer, got {value!r}")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runners.errors import RunnerInputError
+from runners.specs.checks import require_choice, require_positive_int
 
 SOURCES = ("skimage", "folder", "cifar10", "cifar100")
 ISQRT = ("exact", "newton_schulz")
@@ -100,13 +101,13 @@ class KernelsSpec:
     def validate(self) -> None:
         if self.kind != "kernels":
             raise RunnerInputError(f"KernelsSpec needs kind 'kernels', got {self.kind!r}")
-        _require_choice("source", self.source, SOURCES)
-        _require_choice("isqrt", self.isqrt, ISQRT)
+        require_choice("source", self.source, SOURCES)
+        require_choice("isqrt", self.isqrt, ISQRT)
         for name in ("kernel_size", "patch_stride"):
-            _require_positive_int(name, getattr(self, name))
+            require_positive_int(name, getattr(self, name))
         for name in ("n_images", "resize", "image_size", "n_iter"):
             if getattr(self, name) is not None:
-                _require_positive_int(name, getattr(self, name))
+                require_positive_int(name, getattr(self, name))
         if self.kernel_size % 2 == 0:
             raise RunnerInputError(
                 f"kernel_size must be odd so the kernel has a centre pixel, got "
@@ -183,13 +184,3 @@ class KernelsSpec:
         if not spec.normalise:
             out.append("normalise=False (training applies Normalize)")
         return out
-
-
-def _require_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise RunnerInputError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _require_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise RunnerInputError(f"{name} must be a positive integer, got {value!r}")
