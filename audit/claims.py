@@ -618,6 +618,7 @@ RELATION_FIELDS = (
     "group",
     "statement",
     "tables",
+    "across",
     "cases",
     "op",
     "tolerance",
@@ -633,12 +634,23 @@ REQUIRED_FIELDS = {"classify": ("dataset", "arch", "norm", "epochs"), "kernels":
 
 
 @dataclass
+class _Row:
+    """One printed row of a table block."""
+
+    key: str  # the row's experiment fields joined: "vgg16", or "vgg11.nd" (Table 2)
+    fields: dict[str, Any]  # the experiment fields the row sets, e.g. {arch: vgg11, norm: nd}
+    cells: dict[str, Claim]  # column -> claim
+
+
+@dataclass
 class _Table:
-    """A parsed table block: its rows' cells, which relations refer to by column."""
+    """A parsed table block: its rows' cells, which relations refer to by column (or, with
+    `across`, by row value and column)."""
 
     id: str
     type: str
-    rows: list[tuple[str, dict[str, Claim]]]  # (row key, column -> claim)
+    rows: list[_Row]
+    columns: list[str]  # the value columns, in layout order
     line: int
 
 
@@ -658,7 +670,7 @@ def _build(reader: _Reader, root: Y, path: Path) -> ClaimSet:
         if table.id in tables:
             raise reader.fail(node.line, f"duplicate table id {table.id!r}")
         tables[table.id] = table
-        claims.extend(c for _, cells in table.rows for c in cells.values())
+        claims.extend(c for row in table.rows for c in row.cells.values())
     claims.extend(_parse_claim(reader, n, group_tols) for n in _list(reader, top, "claims"))
     for node in _list(reader, top, "relations"):
         claims.extend(_parse_relation(reader, node, tables, group_tols))
@@ -759,16 +771,17 @@ def _parse_table(reader: _Reader, node: Y, group_tols: dict) -> _Table:
     }
     rows = []
     for row in _seq(reader, block.get("rows")):
-        cells = _parse_row(reader, block, row, layout, columns, base, common)
-        for column, claim in cells[1].items():
+        parsed = _parse_row(reader, block, row, layout, columns, base, common)
+        for column, claim in parsed.cells.items():
             parts = _tolerance_of(reader, block, group, group_tols, col_tols.get(column, {}))
             claim.tolerance = _final_tolerance(kind, parts)
             if decimals is not None:
                 _check_decimals(reader, row, claim, decimals)
-        rows.append(cells)
+        rows.append(parsed)
     if not rows:
         raise reader.fail(node.line, f"table {table_id!r} has no rows")
-    return _Table(table_id, kind, rows, node.line)
+    value_columns = [name for name in layout if name in columns]
+    return _Table(table_id, kind, rows, value_columns, node.line)
 
 
 def _final_tolerance(kind: str, parts: list[dict[str, Any]]) -> Tolerance:
@@ -842,7 +855,7 @@ def _parse_row(
     columns: dict,
     base: dict[str, Any],
     common: dict[str, Any],
-) -> tuple[str, dict[str, Claim]]:
+) -> _Row:
     cells = _seq(reader, row)
     if len(cells) != len(layout):
         raise reader.fail(
@@ -890,7 +903,7 @@ def _parse_row(
             display={"table": common["title"], "column": name, **display},
             line=cell.line,
         )
-    return row_key, claims
+    return _Row(row_key, fields, claims)
 
 
 def _check_decimals(reader: _Reader, row: Y, claim: Claim, decimals: int) -> None:
@@ -938,7 +951,14 @@ def _parse_claim(reader: _Reader, node: Y, group_tols: dict) -> Claim:
 def _parse_relation(
     reader: _Reader, node: Y, tables: dict[str, _Table], group_tols: dict
 ) -> list[Claim]:
-    """A relation template, expanded over every row of the named tables and every case."""
+    """A relation template, expanded over the rows of the named tables and every case.
+
+    Without `across`, a case names columns of one row (ND20 - BN20, per architecture).
+    With `across: <field>` (a field the layout sets per row), the rows that differ only in
+    that field form one unit and a case names cells as `<value>.<column>` (nd.top1 -
+    bn.top1, per model of Table 2, whose rows are (model, variant) pairs). A unit that
+    lacks a row a case names gets no claim for that case (only VGG-11 has a no-BN row).
+    """
     block = _Block(reader, node, "a relation", RELATION_FIELDS)
     rel_id = check_id(reader, block.get("id"), block.text("id"))
     block.what = f"relation {rel_id!r}"
@@ -951,6 +971,7 @@ def _parse_relation(
     tol = merge_tolerances(*parts)
     if tol.rel is not None or tol.direction != "two-sided":
         raise reader.fail(node.line, f"{rel_id}: a relation's tolerance takes only abs (a slack)")
+    across = _across(reader, block)
     cases = _parse_cases(reader, block)
     common = {
         "statement": block.text("statement"),
@@ -967,17 +988,84 @@ def _parse_relation(
                 f"{rel_id}: unknown table {table_id!r}; tables: {', '.join(tables)}",
             )
         table = tables[table_id]
-        for row_key, cells in table.rows:
+        units = _relation_units(reader, table, across, rel_id, table_node.line)
+        for case, (coefs, line) in cases.items():
+            _check_case_cells(reader, f"{rel_id}.{case}", coefs, line, table, across, units)
+        for unit_key, cells in units.items():
             for case, (coefs, line) in cases.items():
-                missing = [c for c in coefs if c not in cells]
-                if missing:
-                    raise reader.fail(
-                        line, f"{rel_id}.{case}: table {table_id} has no column {missing[0]!r}"
-                    )
-                claim_id = f"{table_id}.{row_key}.{rel_id}.{case}"
-                terms = [(coef, cells[col]) for col, coef in coefs.items()]
+                if not all(name in cells for name in coefs):
+                    continue  # checked above: some other unit has every cell of this case
+                claim_id = f"{table_id}.{unit_key}.{rel_id}.{case}"
+                terms = [(coef, cells[name], name) for name, coef in coefs.items()]
                 out.append(_relation_claim(claim_id, group, op, tol, terms, table, common, line))
     return out
+
+
+def _across(reader: _Reader, block: _Block) -> str | None:
+    if not block.has("across"):
+        return None
+    across = block.text("across")
+    if across not in ROW_FIELDS:
+        raise reader.fail(
+            block.get("across").line,
+            f"across must name an experiment field a table row sets ({', '.join(ROW_FIELDS)}), "
+            f"got {across!r}",
+        )
+    return across
+
+
+def _relation_units(
+    reader: _Reader, table: _Table, across: str | None, rel_id: str, line: int
+) -> dict[str, dict[str, Claim]]:
+    """unit key -> {cell name -> claim}: a row's columns, or with `across` the cells of the
+    rows that share every row field but that one, named `<value>.<column>`."""
+    if across is None:
+        return {row.key: dict(row.cells) for row in table.rows}
+    units: dict[str, dict[str, Claim]] = {}
+    for row in table.rows:
+        if across not in row.fields:
+            raise reader.fail(
+                line,
+                f"{rel_id}: table {table.id} does not set {across!r} per row (its layout has "
+                f"no {across!r}), so `across: {across}` cannot relate its rows",
+            )
+        key = ".".join(str(v) for k, v in row.fields.items() if k != across)
+        unit = units.setdefault(key, {})
+        for column, cell in row.cells.items():
+            unit[f"{row.fields[across]}.{column}"] = cell
+    return units
+
+
+def _check_case_cells(
+    reader: _Reader,
+    where: str,
+    coefs: dict[str, float],
+    line: int,
+    table: _Table,
+    across: str | None,
+    units: dict[str, dict[str, Claim]],
+) -> None:
+    """Every name a case uses must exist in the table, and some unit must have them all:
+    a typo must fail here rather than expand silently into no claim."""
+    if across is None:
+        missing = [c for c in coefs if c not in table.columns]
+        if missing:
+            raise reader.fail(line, f"{where}: table {table.id} has no column {missing[0]!r}")
+        return
+    values = {str(row.fields[across]) for row in table.rows}
+    for name in coefs:
+        value, dot, column = name.rpartition(".")
+        if not dot or column not in table.columns or value not in values:
+            raise reader.fail(
+                line,
+                f"{where}: {name!r} names no cell of table {table.id}; with `across: "
+                f"{across}` write <{across}>.<column>, {across} one of "
+                f"{', '.join(sorted(values))} and column one of {', '.join(table.columns)}",
+            )
+    if not any(all(name in cells for name in coefs) for cells in units.values()):
+        raise reader.fail(
+            line, f"{where}: no group of rows of table {table.id} has all of {', '.join(coefs)}"
+        )
 
 
 def _parse_cases(reader: _Reader, block: _Block) -> dict[str, tuple[dict[str, float], int]]:
@@ -1002,16 +1090,24 @@ def _relation_claim(
     group: str,
     op: str,
     tol: Tolerance,
-    terms: list[tuple[float, Claim]],
+    terms: list[tuple[float, Claim, str]],
     table: _Table,
     common: dict[str, Any],
     line: int,
 ) -> Claim:
-    metrics = {cell.metric for _, cell in terms}
+    """One relation claim; each term is (coefficient, table cell, its name in the case)."""
+    metrics = {cell.metric for _, cell, _ in terms}
     printed = table.type == "value"
-    claimed = round(sum(c * cell.claimed for c, cell in terms), 6) if printed else None
+    claimed = round(sum(c * cell.claimed for c, cell, _ in terms), 6) if printed else None
     first = terms[0][1]
-    display = {k: v for k, v in first.display.items() if k != "column"}
+    # Printed names every term shares (model, table); the column, and across rows the
+    # variant, differ per term and are named in `columns` instead.
+    display = {
+        k: v
+        for k, v in first.display.items()
+        if k != "column" and all(cell.display.get(k) == v for _, cell, _ in terms)
+    }
+    rows = ", ".join(dict.fromkeys(str(cell.provenance["row"]) for _, cell, _ in terms))
     return Claim(
         id=claim_id,
         group=group,
@@ -1019,16 +1115,16 @@ def _relation_claim(
         metric=metrics.pop() if len(metrics) == 1 else "",
         experiment=None,
         claimed=claimed,
-        claimed_text=_relation_text(terms) if printed else "",
+        claimed_text=_signed_sum((c, cell.claimed_text) for c, cell, _ in terms) if printed else "",
         tolerance=tol,
-        provenance={**common["provenance"], "cells": f"{table.id}, {first.provenance['row']}"},
+        provenance={**common["provenance"], "cells": f"{table.id}, {rows}"},
         note=common["note"],
         gate=common["gate"],
-        runnable=all(cell.runnable for _, cell in terms),
-        display={**display, "columns": " ".join(cell.display["column"] for _, cell in terms)},
+        runnable=all(cell.runnable for _, cell, _ in terms),
+        display={**display, "columns": " ".join(name for _, _, name in terms)},
         terms=tuple(
             Term(c, dict(cell.experiment), cell.id, cell.claimed, cell.claimed_text)
-            for c, cell in terms
+            for c, cell, _ in terms
         ),
         op=op,
         statement=f"{common['statement']} ({_relation_formula(terms, op, tol)})",
@@ -1036,13 +1132,9 @@ def _relation_claim(
     )
 
 
-def _relation_text(terms: list[tuple[float, Claim]]) -> str:
-    return _signed_sum((c, cell.claimed_text) for c, cell in terms)
-
-
-def _relation_formula(terms: list[tuple[float, Claim]], op: str, tol: Tolerance) -> str:
+def _relation_formula(terms: list[tuple[float, Claim, str]], op: str, tol: Tolerance) -> str:
     bound = f"-{tol.abs:g}" if tol.abs else "0"
-    return f"{_signed_sum((c, cell.display['column']) for c, cell in terms)} {op} {bound}"
+    return f"{_signed_sum((c, name) for c, _, name in terms)} {op} {bound}"
 
 
 def _signed_sum(parts: Iterable[tuple[float, str]]) -> str:

@@ -405,6 +405,7 @@ def _mean_by_seed(runs: Runs) -> dict[int, float]:
 
 
 def _relation_verdict(stats: Stats, op: str, boundary: float) -> tuple[str, str]:
+    boundary += 0.0  # a zero slack negated is -0.0, which would print as "-0"
     if stats.n >= 2 and stats.ci_low <= boundary <= stats.ci_high and stats.ci_low < stats.ci_high:
         return "inconclusive", (
             f"95% CI [{stats.ci_low:.2f}, {stats.ci_high:.2f}] of the difference "

@@ -50,9 +50,12 @@ DATASET_LABELS = {
     "cifar100": "CIFAR-100",
     "mnist": "MNIST",
     "fashion-mnist": "Fashion-MNIST",
+    "imagenet": "ImageNet",
 }
 NORM_LABELS = {"bn": "BN", "nd": "ND", "none": "none"}
 TABLE1_DATASETS = ("cifar10", "cifar100")
+TABLE2_DATASETS = ("imagenet",)
+TABLE2_METRICS = {"test_top1": "top-1", "test_top5": "top-5"}  # Table 2's columns, in order
 # Paper names of the Table 1 / Table 2 models that have no runner here (claims only).
 OTHER_ARCH_LABELS = {
     "preact": "Preact-18",
@@ -184,8 +187,10 @@ def build_model(
         "headline": headline(comparison),
         "scope": scope_items(scope, results, details),
         "table1": table1(comparison),
+        "table2": table2(comparison, reference_sources(claims), index),
         "priors": prior_reproductions(comparison, reference_sources(claims), index),
         "relations": relation_rows(comparison),
+        "relation_notes": relation_notes(comparison),
         "curves": curve_figures(
             curves, lambda arch: arch != "mlp", "test accuracy per epoch, BN against ND"
         ),
@@ -227,6 +232,11 @@ def _missing(value: Any) -> bool:
     if value is None or value is pd.NA:
         return True
     return isinstance(value, float | np.floating) and math.isnan(value)
+
+
+def norm_label(norm: Any) -> str:
+    """BN, ND, none; a relation's "nd/bn" becomes "ND/BN"."""
+    return "/".join(NORM_LABELS.get(part, part) for part in str(norm).split("/"))
 
 
 def dataset_label(dataset: Any) -> str:
@@ -391,6 +401,53 @@ def _cell(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+# -- Table 2
+
+
+def table2(
+    comparison: pd.DataFrame, sources: list[Any], index: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Table 2 (ImageNet) as the paper prints it: a row per (model, variant), the columns
+    top-1 and top-5, each beside the prior reproductions that report that cell."""
+    mask = (
+        (comparison["type"] == "value")
+        & comparison["dataset"].isin(TABLE2_DATASETS)
+        & comparison["metric"].isin(list(TABLE2_METRICS))
+    )
+    cells = comparison[mask].drop_duplicates(["dataset", "arch", "norm", "epochs", "metric"])
+    metrics = [m for m in TABLE2_METRICS if m in set(cells["metric"])]
+    ids = {str(i) for i in cells["claim_id"]}
+    priors = [s for s in sources if ids & set(s.values)]  # only studies that cover Table 2
+    rows: dict[tuple, dict[str, Any]] = {}  # file order is the paper's row order
+    for r in cells.to_dict("records"):
+        claim = index.get(str(r["claim_id"]))
+        key = (r["dataset"], r["arch"], r["norm"], _epochs(r["epochs"]))
+        row = rows.setdefault(key, {**_table2_names(r, claim), "cells": {}})
+        tolerance = _get(claim, "tolerance", None)
+        row["cells"][r["metric"]] = {
+            **_cell(r),
+            "priors": [_prior(s.values.get(str(r["claim_id"])), r, tolerance) for s in priors],
+        }
+    notes = dict.fromkeys(_text(r.get("note")) for r in cells.to_dict("records"))
+    return {
+        "metrics": [TABLE2_METRICS[m] for m in metrics],
+        "sources": [s.id for s in priors],
+        "rows": [{**row, "cells": [row["cells"].get(m) for m in metrics]} for row in rows.values()],
+        "epochs": ", ".join(dict.fromkeys(str(key[3]) for key in rows if key[3] is not None)),
+        "notes": [note for note in notes if note],
+    }
+
+
+def _table2_names(row: Mapping[str, Any], claim: Any) -> dict[str, str]:
+    """The model and variant as printed (the claims file's display text), else our labels."""
+    display = _get(claim, "display", None) or {}
+    norm = _text(row.get("norm"))
+    return {
+        "model": display.get("name") or arch_label(row.get("arch")),
+        "variant": display.get("variant") or NORM_LABELS.get(norm, norm),
+    }
+
+
 # -- prior reproductions
 
 
@@ -472,11 +529,13 @@ def relation_rows(comparison: pd.DataFrame) -> list[dict[str, Any]]:
     """Every relation claim (ND beats BN, faster convergence, ...) with the per-seed
     paired differences compare computed for it (its `values` column)."""
     rows = comparison[comparison["type"] == "relation"]
+    marks = {note: i for i, note in enumerate(relation_notes(comparison), start=1)}
     return [
         {
             "id": str(r["claim_id"]),
-            "cell": _experiment_text(r),
+            "cell": _experiment_text(r) + _metric_suffix(r),
             "statement": _text(r.get("statement")),
+            "note_mark": marks.get(_text(r.get("note"))),
             "claimed": _relation_claimed(r),
             "per_seed": ", ".join(fmt(v, signed=True) for v in _as_values(r.get("values"))),
             "paired": bool(r.get("paired")) if not _missing_any(r.get("paired")) else False,
@@ -486,6 +545,13 @@ def relation_rows(comparison: pd.DataFrame) -> list[dict[str, Any]]:
         }
         for r in rows.to_dict("records")
     ]
+
+
+def relation_notes(comparison: pd.DataFrame) -> list[str]:
+    """The distinct notes of the relation claims, shown once below their table (the
+    ImageNet baseline caveat would otherwise repeat on every ImageNet row)."""
+    notes = comparison.loc[comparison["type"] == "relation"].get("note", pd.Series(dtype=object))
+    return [note for note in dict.fromkeys(notes.map(_text)) if note]
 
 
 def _relation_claimed(row: Mapping[str, Any]) -> str:
@@ -805,9 +871,7 @@ def _experiment_text(row: Mapping[str, Any]) -> str:
     parts = [
         dataset_label(row.get("dataset")) if not _missing(row.get("dataset")) else None,
         arch_label(row.get("arch")) if not _missing(row.get("arch")) else None,
-        NORM_LABELS.get(str(row.get("norm")), str(row.get("norm")))
-        if not _missing(row.get("norm"))
-        else None,
+        norm_label(row.get("norm")) if not _missing(row.get("norm")) else None,
         f"{_epochs(row.get('epochs'))} ep" if not _missing(row.get("epochs")) else None,
     ]
     return " · ".join(p for p in parts if p) or "–"

@@ -70,6 +70,7 @@ def test_claims_file_has_every_printed_number(claims):
     groups = [c.group for c in claims]
     assert groups.count("table1") == 120
     assert groups.count("imagenet") == 14
+    assert groups.count("imagenet-nd-beats-bn") == 8
     assert {c.type for c in claims if c.group in ("table1", "imagenet")} == {"value"}
     assert all(c.gate for c in claims if c.group == "table1")
 
@@ -178,6 +179,86 @@ def test_relations_expand_per_cell_with_printed_differences(claims):
     assert faster.claimed == pytest.approx((22.40 - 19.03) - (62.37 - 59.09))
     assert by_id["mlp.mnist.nd-not-worse.vs-none"].tolerance.abs == 0.3
     assert by_id["mlp.mnist.nd-not-worse.vs-none"].claimed is None
+
+
+def test_imagenet_relations_compare_rows_of_table2(claims):
+    by_id = claims.by_id()
+    imagenet = [c for c in claims if c.group == "imagenet-nd-beats-bn"]
+    # ND beats BN on top-1 and top-5 for three models, and the no-BN VGG-11 row
+    assert sorted(c.id for c in imagenet) == sorted(
+        [f"table2.{a}.nd-beats-bn.{m}" for a in ("vgg11", "resnet18", "densenet121")
+         for m in ("top1", "top5")]
+        + ["table2.vgg11.nd-beats-no-bn.top1", "table2.vgg11.nd-beats-no-bn.top5"]
+    )  # fmt: skip
+    assert all(c.type == "relation" and c.gate and not c.runnable for c in imagenet)
+    dense = by_id["table2.densenet121.nd-beats-bn.top1"]
+    assert dense.metric == "test_top1"
+    assert [t.claim_id for t in dense.terms] == [
+        "table2.densenet121.nd.top1",
+        "table2.densenet121.bn.top1",
+    ]
+    assert [t.coef for t in dense.terms] == [1, -1]
+    assert dense.terms[1].experiment == {
+        "kind": "classify",
+        "dataset": "imagenet",
+        "epochs": 90,
+        "arch": "densenet121",
+        "norm": "bn",
+    }
+    assert dense.claimed == pytest.approx(75.73 - 74.65)
+    assert dense.claimed_text == "75.73 - 74.65"
+    assert dense.statement == "ND (Deconv) beats BN on ImageNet (nd.top1 - bn.top1 > 0)"
+    # shared printed names are kept; the variant differs between the two rows, so it is not
+    assert dense.display["name"] == "DenseNet-121" and "variant" not in dense.display
+    assert by_id["table2.vgg11.nd-beats-no-bn.top5"].claimed == pytest.approx(90.49 - 88.63)
+    assert "model-zoo" in dense.note and "cosine" in dense.note and "step" in dense.note
+    # not runnable: they add no experiment to run
+    assert not [e for e in claims.select(groups=["imagenet-nd-beats-bn"]).experiments()]
+
+
+ACROSS = MINI.replace(
+    """relations:""",
+    """  - id: inet
+    group: t2
+    metric: test_top1
+    experiment: {kind: classify, dataset: imagenet, epochs: 90}
+    layout: [arch, norm, top1]
+    columns:
+      top1: {}
+    rows:
+      - [vgg11, none, 69.02]
+      - [vgg11, bn, 70.38]
+      - [vgg11, nd, 71.95]
+      - [resnet18, bn, 69.76]
+      - [resnet18, nd, 71.24]
+relations:
+  - id: across
+    group: rel
+    statement: ND beats the others
+    tables: [inet]
+    across: norm
+    cases:
+      bn: {nd.top1: 1, bn.top1: -1}
+      none: {nd.top1: 1, none.top1: -1}
+    op: ">"
+""",
+).replace("  t1: {abs: 1.0}", "  t1: {abs: 1.0}\n  t2: {abs: 1.0}")
+
+
+def test_relation_across_rows_pairs_the_rows_of_one_model(tmp_path):
+    loaded = load_claims(write(tmp_path, ACROSS))
+    relations = [c.id for c in loaded if c.type == "relation"]
+    # file order, then row-major; only vgg11 has a `none` row: resnet18 gets no `none` case
+    assert relations == [
+        "inet.vgg11.across.bn",
+        "inet.vgg11.across.none",
+        "inet.resnet18.across.bn",
+        "tab.vgg16.beats.e20",
+        "tab.resnet18.beats.e20",
+    ]
+    claim = loaded.by_id()["inet.resnet18.across.bn"]
+    assert [(t.coef, t.experiment["norm"]) for t in claim.terms] == [(1, "nd"), (-1, "bn")]
+    assert claim.claimed == pytest.approx(71.24 - 69.76)
 
 
 def test_reference_sources_are_not_claims(claims):
@@ -328,6 +409,36 @@ BAD_INPUTS = {
 }
 
 
+BAD_ACROSS = {
+    "across a field no row sets": (
+        ACROSS.replace("across: norm", "across: epochs"),
+        ["table inet does not set 'epochs' per row"],
+    ),
+    "across a field that is not an experiment field": (
+        ACROSS.replace("across: norm", "across: variant"),
+        ["across must name an experiment field", "got 'variant'"],
+    ),
+    "across cell with a typo in the value": (
+        ACROSS.replace("{nd.top1: 1, bn.top1: -1}", "{nd.top1: 1, nb.top1: -1}"),
+        [r":\d+: ", "across.bn: 'nb.top1' names no cell of table inet", "norm one of bn, nd, none"],
+    ),
+    "across cell without a column": (
+        ACROSS.replace("{nd.top1: 1, bn.top1: -1}", "{nd: 1, bn.top1: -1}"),
+        ["'nd' names no cell", "column one of top1"],
+    ),
+    "across case no row group satisfies": (
+        ACROSS.replace("[vgg11, none, 69.02]", "[preact, none, 69.02]"),
+        ["across.none: no group of rows of table inet has all of nd.top1, none.top1"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ACROSS))
+def test_bad_across_relation_gets_one_clear_message(tmp_path, case):
+    text, patterns = BAD_ACROSS[case]
+    expect_error(tmp_path, text, *patterns)
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_claims_file_gets_one_clear_message(tmp_path, case):
     text, patterns = BAD_INPUTS[case]
@@ -356,7 +467,8 @@ def test_validate_checks_experiments_against_the_runner_specs(tmp_path, capsys):
 def test_validate_accepts_the_real_file(capsys):
     assert cli.main(["validate", str(CLAIMS), "--list"]) == 0
     out = capsys.readouterr().out
-    assert "225 claims OK" in out
+    assert "233 claims OK" in out
+    assert "imagenet-nd-beats-bn (8)" in out
     assert "table1.cifar100.resnet18.bn1  value  16.10" in out
 
 

@@ -262,6 +262,7 @@ def test_relation_pairs_runs_by_seed(claims, tmp_path):
     assert row["values"] == pytest.approx([2.0, 2.1, 2.2])
     assert row["claimed"] == pytest.approx(3.0)
     assert row["abs_dev"] == pytest.approx(2.1 - 3.0)
+    assert row["reason"] == "difference +2.10 > 0: holds; paired over 3 common seed(s)"
 
 
 def test_relation_flipped_and_inconclusive(claims, tmp_path):
@@ -337,3 +338,67 @@ def test_hand_made_table_without_bookkeeping_columns(claims):
     )
     row = compare(claims, table).set_index("claim_id").loc["tab.vgg16.nd20"]
     assert row["verdict"] == "reproduced" and row["n"] == 1
+
+
+# --------------------------------------------------------------------------- ImageNet
+
+# lamps-lab's reproduced ImageNet values (repro-claims.yaml, imagenet_table2_reproduced):
+# one 90-epoch run per row; on DenseNet-121 their BN beat their ND.
+LAMPS_IMAGENET = [
+    ("vgg11", "none", 69.61, 89.08),
+    ("vgg11", "bn", 71.35, 90.25),
+    ("vgg11", "nd", 71.95, 90.60),
+    ("resnet18", "bn", 70.72, 89.73),
+    ("resnet18", "nd", 71.58, 90.27),
+    ("densenet121", "bn", 75.88, 92.96),
+    ("densenet121", "nd", 75.67, 92.69),
+]
+
+
+def imagenet_csv(tmp_path: Path) -> Path:
+    rows = [
+        {"kind": "classify", "dataset": "imagenet", "arch": arch, "norm": norm, "epochs": 90}
+        | {"seed": 0, "status": "done", "test_top1": top1, "test_top5": top5}
+        for arch, norm, top1, top5 in LAMPS_IMAGENET
+    ]
+    return results_csv(tmp_path, rows, "imagenet.csv")
+
+
+def test_imagenet_relations_from_a_csv_of_lamps_lab_values(tmp_path):
+    claims = load_claims(ROOT / "claims.yaml").select(groups=["imagenet-nd-beats-bn"])
+    table = compare(claims, load_results_csv(imagenet_csv(tmp_path)))
+    rows = {row["claim_id"]: row for row in table.to_dict("records")}
+    assert len(rows) == 8
+    dense = rows["table2.densenet121.nd-beats-bn.top1"]
+    assert dense["verdict"] == "relation_flipped"
+    assert dense["reproduced_mean"] == pytest.approx(75.67 - 75.88)
+    assert dense["claimed"] == pytest.approx(75.73 - 74.65)
+    assert dense["paired"] and dense["seeds"] == [0]
+    assert rows["table2.densenet121.nd-beats-bn.top5"]["verdict"] == "relation_flipped"
+    resnet = rows["table2.resnet18.nd-beats-bn.top1"]
+    assert resnet["verdict"] == "reproduced"
+    assert resnet["reproduced_mean"] == pytest.approx(71.58 - 70.72)
+    assert rows["table2.resnet18.nd-beats-bn.top5"]["verdict"] == "reproduced"
+    assert rows["table2.vgg11.nd-beats-no-bn.top1"]["reproduced_mean"] == pytest.approx(
+        71.95 - 69.61
+    )
+    assert rows["table2.vgg11.nd-beats-bn.top1"]["norm"] == "nd/bn"
+    assert "model-zoo" in dense["note"]
+
+
+def test_audit_check_lists_imagenet_relations_missing_without_a_csv(tmp_path, capsys):
+    from audit import cli
+
+    cifar = results_csv(tmp_path, [run("nd", 0, 93.0)])
+    args = ["check", "--claims", str(ROOT / "claims.yaml"), "--group", "imagenet-nd-beats-bn"]
+    assert cli.main([*args, "--results", str(cifar)]) == 1
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("table2.")]
+    assert len(lines) == 8 and all(line.rstrip().endswith("missing") for line in lines)
+    assert cli.main([*args, "--results", str(cifar), "--allow-missing"]) == 0
+    capsys.readouterr()
+    # with ImageNet results the DenseNet-121 relation flips, so the gate fails for that
+    assert cli.main([*args, "--results", str(imagenet_csv(tmp_path)), "--json"]) == 1
+    verdicts = {c["claim_id"]: c["verdict"] for c in json.loads(capsys.readouterr().out)["claims"]}
+    assert verdicts["table2.densenet121.nd-beats-bn.top1"] == "relation_flipped"
+    assert verdicts["table2.resnet18.nd-beats-bn.top1"] == "reproduced"

@@ -691,3 +691,103 @@ def test_a_store_without_results_gives_a_report_of_missing_claims(tmp_path):
     assert re.search(r"<th scope=\"row\">all claims</th>\s*(<td class=\"num\">0</td>\s*){4}"
                      r"<td class=\"num\">6</td>", html)  # fmt: skip
     assert "No per-epoch metrics were found" in html and "No timing was recorded" in html
+
+
+# ---------------------------------------------------------------- Table 2 (ImageNet)
+
+# lamps-lab's reproduced ImageNet values (repro-claims.yaml), one run per row.
+LAMPS_IMAGENET = """\
+dataset,arch,norm,epochs,seed,test_top1,test_top5
+imagenet,vgg11,none,90,0,69.61,89.08
+imagenet,vgg11,bn,90,0,71.35,90.25
+imagenet,vgg11,nd,90,0,71.95,90.60
+imagenet,resnet18,bn,90,0,70.72,89.73
+imagenet,resnet18,nd,90,0,71.58,90.27
+imagenet,densenet121,bn,90,0,75.88,92.96
+imagenet,densenet121,nd,90,0,75.67,92.69
+"""
+
+
+@pytest.fixture(scope="module")
+def imagenet(tmp_path_factory) -> SimpleNamespace:
+    """The real claims of Table 2 and its relations, judged on lamps-lab's values."""
+    from audit.claims import load_claims
+    from audit.compare import compare
+    from audit.results import load_results_csv
+
+    root = tmp_path_factory.mktemp("imagenet")
+    (root / "imagenet.csv").write_text(LAMPS_IMAGENET, encoding="utf-8")
+    claims = load_claims(Path(__file__).parent.parent / "claims.yaml").select(
+        groups=["imagenet", "imagenet-nd-beats-bn"]
+    )
+    results = load_results_csv(root / "imagenet.csv")
+    comparison = compare(claims, results)
+    paths = report.render_report(claims, comparison, results, None, root / "out", pdf=False)
+    model = report.build_model(claims, comparison, results, None)
+    return SimpleNamespace(html=paths.html.read_text(encoding="utf-8"), model=model, claims=claims)
+
+
+def test_table2_mirrors_the_paper_rows_with_the_prior_beside_ours(imagenet):
+    table = imagenet.model["table2"]
+    assert table["metrics"] == ["top-1", "top-5"]
+    assert table["sources"] == ["lamps-lab-imagenet"]  # only the studies covering Table 2
+    assert table["epochs"] == "90"
+    assert [(r["model"], r["variant"]) for r in table["rows"]] == [
+        ("VGG-11", "original (no BN)"),
+        ("VGG-11", "BN"),
+        ("VGG-11", "Deconv"),
+        ("ResNet-18", "BN"),
+        ("ResNet-18", "Deconv"),
+        ("DenseNet-121", "BN"),
+        ("DenseNet-121", "Deconv"),
+    ]
+    top1, top5 = table["rows"][5]["cells"]  # DenseNet-121 BN
+    assert top1["id"] == "table2.densenet121.bn.top1"
+    assert (top1["claimed"], top1["reproduced"]) == ("74.65", "75.88 (n=1)")
+    assert (top1["abs_dev"], top1["rel_dev"]) == ("+1.23 pp", f"{1.23 / 74.65 * 100:+.2f} %")
+    assert top1["verdict"] == "not_reproduced"  # the retrained BN beats the model-zoo one
+    (prior,) = top1["priors"]
+    assert (prior["value"], prior["verdict"], prior["agreement"]) == (
+        "75.88",
+        "not_reproduced",
+        "agrees with us",
+    )
+    assert top5["id"] == "table2.densenet121.bn.top5" and top5["verdict"] == "reproduced"
+    assert any("model-zoo" in note for note in table["notes"])
+
+
+def test_table2_and_imagenet_relations_render_with_each_anchor_once(imagenet):
+    parsed = _parse(imagenet.html)
+    assert parsed.depth == {"table": 0, "section": 0}
+    anchors = [i for i in parsed.ids if i.startswith("claim-")]
+    assert sorted(anchors) == sorted(f"claim-{c.id}" for c in imagenet.claims)
+    assert len(anchors) == len(set(anchors)) == 22
+    assert {u[1:] for u in parsed.urls if u.startswith("#")} <= set(parsed.ids)
+    section = imagenet.html.split('<section id="table2" class="filled">')[1].split("</section>")[0]
+    assert 'href="#claim-table2.densenet121.bn.top1"' in section
+    assert 'class="cell v-not_reproduced"' in section and "original (no BN)" in section
+    assert "lamps-lab-imagenet" in section
+
+
+def test_imagenet_relations_flip_on_densenet_and_state_the_baseline_caveat_once(imagenet):
+    rows = {r["id"]: r for r in imagenet.model["relations"]}
+    dense = rows["table2.densenet121.nd-beats-bn.top1"]
+    assert dense["verdict"] == "relation_flipped"
+    assert dense["claimed"] == "75.73 - 74.65 = +1.08"
+    assert dense["cell"] == "ImageNet · DenseNet-121 · ND/BN · 90 ep"
+    assert rows["table2.densenet121.nd-beats-bn.top5"]["cell"].endswith("· test_top5")
+    assert rows["table2.resnet18.nd-beats-bn.top1"]["verdict"] == "reproduced"
+    (note,) = imagenet.model["relation_notes"]  # one caveat, shared by all eight
+    assert {r["note_mark"] for r in rows.values()} == {1}
+    section = imagenet.html.split('<section id="relations">')[1].split("</section>")[0]
+    assert section.count('id="relation-note-1"') == 1
+    assert section.count('href="#relation-note-1"') == 8
+    # the note quotes arXiv v1 ("against reference models from 'model zoo'"): escaped
+    assert "&#34;against reference models from &#39;model zoo&#39;&#34;" in section
+    assert "model-zoo" in note and "cosine" in note
+
+
+def test_table2_section_says_so_when_no_imagenet_claim_is_selected(rendered):
+    assert _model(rendered)["table2"]["rows"] == []
+    section = rendered.html.split('<section id="table2">')[1].split("</section>")[0]
+    assert "No Table 2 (ImageNet) claim was selected." in section

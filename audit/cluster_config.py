@@ -1,0 +1,118 @@
+"""SLURM parameters: from flags, or from the `cluster:` section of a YAML config file.
+
+Flags win over the file, the file over the defaults. Keys are checked against an allow-list
+(submitit's style: a typo is an error that lists the valid keys, never silently ignored).
+
+    cluster:
+      partition: gpu
+      account: my-lab
+      qos: normal
+      time_min: 240          # limit of one job; longer runs are requeued from checkpoints
+      gpus_per_node: 1
+      cpus_per_task: 8
+      mem_gb: 32
+      constraint: a100
+      array_parallelism: 8   # at most this many array tasks at once
+      signal_delay_s: 120    # USR2 this long before the time limit, to checkpoint and requeue
+      max_num_timeout: 20    # requeues after time-outs before giving up
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from audit.errors import AuditError
+
+
+@dataclass(frozen=True)
+class SlurmParams:
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 240
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int | None = None
+    constraint: str | None = None
+    array_parallelism: int = 16
+    signal_delay_s: int = 120
+    max_num_timeout: int = 20
+
+    def submitit_parameters(self) -> dict[str, Any]:
+        """Keyword arguments of submitit.SlurmExecutor.update_parameters (unset ones left out)."""
+        params: dict[str, Any] = {
+            "time": self.time_min,
+            "gpus_per_node": self.gpus_per_node,
+            "cpus_per_task": self.cpus_per_task,
+            "array_parallelism": self.array_parallelism,
+            "signal_delay_s": self.signal_delay_s,
+            "job_name": "nd-audit",
+        }
+        optional = {
+            "partition": self.partition,
+            "account": self.account,
+            "qos": self.qos,
+            "constraint": self.constraint,
+            "mem": f"{self.mem_gb}GB" if self.mem_gb else None,
+        }
+        params.update({k: v for k, v in optional.items() if v is not None})
+        if not self.gpus_per_node:
+            # CPU-only clusters (the test cluster) may reject --gpus-per-node=0
+            del params["gpus_per_node"]
+        return params
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(SlurmParams)}
+INT_FIELDS = {
+    "time_min",
+    "gpus_per_node",
+    "cpus_per_task",
+    "mem_gb",
+    "array_parallelism",
+    "signal_delay_s",
+    "max_num_timeout",
+}
+
+
+def load_cluster_section(path: Path | None) -> dict[str, Any]:
+    """The `cluster:` mapping of a YAML config file ({} without a file)."""
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise AuditError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise AuditError(f"{path}: not valid YAML ({exc})") from None
+    section = data.get("cluster", {}) if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        raise AuditError(f"{path}: `cluster` must be a mapping of SLURM parameters")
+    return section
+
+
+def slurm_params(
+    config: dict[str, Any], flags: dict[str, Any], where: str = "config"
+) -> SlurmParams:
+    """Merge file values and flags (None = not given) into validated parameters."""
+    unknown = sorted(set(config) - set(FIELDS))
+    if unknown:
+        raise AuditError(
+            f"{where}: unknown cluster key(s) {', '.join(unknown)}; valid keys: {', '.join(FIELDS)}"
+        )
+    merged = {**config, **{k: v for k, v in flags.items() if v is not None}}
+    for key in INT_FIELDS & set(merged):
+        value = merged[key]
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            raise AuditError(
+                f"{where}: cluster.{key} must be a non-negative integer, got {value!r}"
+            )
+    if merged.get("time_min") == 0 or merged.get("array_parallelism") == 0:
+        raise AuditError(f"{where}: time_min and array_parallelism must be at least 1")
+    return SlurmParams(**merged)

@@ -1,0 +1,96 @@
+"""`audit plan`: the experiment matrix a profile and a selection would run (nothing runs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from audit.errors import AuditError
+from audit.plan import Plan, build_plan, format_plan
+from audit.profiles import PROFILES, default_data_dir, get_profile
+
+HELP = "show the experiment matrix a profile and selection would run"
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `audit plan` and `audit run` share: `audit check`'s claims selection plus
+    profile, seeds, data and store."""
+    from audit.commands.check import add_selection_arguments as add_claim_selection
+
+    add_claim_selection(parser)
+    parser.add_argument(
+        "--profile", default="full", help=f"one of {', '.join(PROFILES)} (default: full)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="seeds per experiment (default: the profile's)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="datasets folder (default: $AUDIT_DATA_DIR or ./data)",
+    )
+    parser.add_argument(
+        "--store", type=Path, default=Path("runs"), help="result store (default: ./runs)"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_selection_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    """Load the claims, apply the selection and the profile: the plan both verbs use."""
+    from audit.commands.check import select_claims
+
+    profile = get_profile(args.profile)
+    selected = select_claims(args)
+    narrowed = bool(args.group or args.id)
+    plan = build_plan(
+        selected,
+        profile,
+        seeds=args.seeds,
+        data_dir=args.data_dir or default_data_dir(),
+        extras=not narrowed,
+        recorded=recorded_throughputs(args.store),
+    )
+    if not plan.runs:
+        raise AuditError(
+            f"profile {profile.name} with this selection has nothing to run "
+            f"({len(plan.skipped)} experiment(s) skipped; `audit plan` lists why)"
+        )
+    return plan
+
+
+def recorded_throughputs(store_dir: Path) -> dict[tuple[str, str], float]:
+    """Mean images/s of finished GPU runs in the store, per (arch, norm)."""
+    from runners.rundir import read_jsonl, read_result, read_spec
+
+    rates: dict[tuple[str, str], list[float]] = {}
+    runs = Path(store_dir) / "runs"
+    for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
+        try:
+            result, spec = read_result(run_dir), read_spec(run_dir)
+        except (OSError, ValueError):
+            continue
+        if result is None or result.status != "done" or result.gpu_seconds <= 0:
+            continue
+        speeds = [
+            m["images_per_second"]
+            for m in read_jsonl(run_dir / "metrics.jsonl")
+            if m.get("images_per_second")
+        ]
+        if speeds and "arch" in spec:
+            rates.setdefault((spec["arch"], spec["norm"]), []).extend(speeds)
+    return {key: sum(v) / len(v) for key, v in rates.items()}
+
+
+def main(args: argparse.Namespace) -> int:
+    plan = plan_from_args(args)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2, sort_keys=True))
+    else:
+        print(format_plan(plan))
+    return 0

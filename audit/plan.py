@@ -1,0 +1,259 @@
+"""The plan: claims x profile x selection -> effective specs x seeds, one run id each.
+
+Experiments that no runner of this harness can run (ImageNet, architectures without a model)
+are not dropped silently: they are listed as skipped with the reason. The cost estimate uses
+throughputs recorded in the store where a finished run of the same model exists, otherwise
+the defaults below, and says which it used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit.errors import AuditError
+from audit.profiles import Profile, dataset_present
+from runners.errors import RunnerInputError
+from runners.registry import RUNNERS
+from runners.specs import effective_spec, run_id, spec_class
+
+# Training-set sizes (test sets are 10k images for all of these).
+TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion-mnist": 60_000}
+TEST_SIZE = 10_000
+# Rough training throughput of one modern GPU in images/s (BN; ND costs about 2x), used
+# until the store holds a finished run of the same architecture and norm.
+DEFAULT_IMAGES_PER_SECOND = {
+    "vgg16": 5000.0,
+    "resnet18": 4000.0,
+    "densenet121": 900.0,
+    "resnext29": 800.0,
+    "mlp": 40000.0,
+}
+ND_SLOWDOWN = 2.0
+SMOKE = "(smoke run of the profile)"  # claim id slot of a profile's own runs
+KERNELS_HOURS = 0.02  # covariance of a few hundred photographs: minutes at most
+
+
+@dataclass
+class PlannedRun:
+    run_id: str
+    spec: dict[str, Any]  # the effective spec, with seed
+    claim_ids: list[str]  # the claims whose check needs this run
+    deviations: list[str]  # departures from the authors' protocol, in words
+    gpu_hours: float  # estimated GPU-hours of training and evaluation
+    throughput_source: str  # "recorded" (from the store) or "default"
+
+
+@dataclass
+class SkippedExperiment:
+    experiment: dict[str, Any]
+    claim_ids: list[str]
+    reason: str
+
+
+@dataclass
+class Plan:
+    profile: Profile
+    seeds: list[int]
+    runs: list[PlannedRun] = field(default_factory=list)
+    skipped: list[SkippedExperiment] = field(default_factory=list)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(int(r.spec.get("epochs", 0) or 0) for r in self.runs)
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(r.gpu_hours for r in self.runs)
+
+    @property
+    def deviates(self) -> bool:
+        return any(r.deviations for r in self.runs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile.name,
+            "label": self.profile.label if self.deviates else None,
+            "seeds": self.seeds,
+            "runs": len(self.runs),
+            "epochs": self.total_epochs,
+            "gpu_hours": round(self.gpu_hours, 3),
+            "matrix": [
+                {
+                    "run_id": r.run_id,
+                    "spec": r.spec,
+                    "claims": r.claim_ids,
+                    "deviations": r.deviations,
+                    "gpu_hours": round(r.gpu_hours, 4),
+                    "throughput": r.throughput_source,
+                }
+                for r in self.runs
+            ],
+            "skipped": [
+                {"experiment": s.experiment, "claims": s.claim_ids, "reason": s.reason}
+                for s in self.skipped
+            ],
+        }
+
+
+def build_plan(
+    claims: Iterable[Any],
+    profile: Profile,
+    *,
+    seeds: int | None = None,
+    data_dir: Path,
+    extras: bool = True,
+    recorded: dict[tuple[str, str], float] | None = None,
+) -> Plan:
+    """The deduplicated runs the selected `claims` need under `profile`.
+
+    `claims` are audit.claims.Claim objects (already selected); non-gating claims and
+    reference-only entries contribute nothing. `recorded` maps (arch, norm) to measured
+    images/s. Raises AuditError when nothing at all is runnable.
+    """
+    n_seeds = profile.seeds if seeds is None else seeds
+    if n_seeds < 1:
+        raise AuditError(f"--seeds must be at least 1, got {n_seeds}")
+    plan = Plan(profile=profile, seeds=list(range(n_seeds)))
+    experiments = [
+        (profile.adjust(exp), ids) for exp, ids in _claim_experiments(claims) if profile.keep(exp)
+    ]
+    if extras:  # the profile's own runs, already in final form
+        experiments += [(exp, [SMOKE]) for exp in profile.extras(data_dir)]
+    by_id: dict[str, PlannedRun] = {}
+    for fields, claim_ids in experiments:
+        reason = _not_runnable(fields, profile, data_dir)
+        if reason:
+            plan.skipped.append(SkippedExperiment(fields, claim_ids, reason))
+            continue
+        for seed in plan.seeds:
+            run = _planned_run({**fields, "seed": seed}, claim_ids, recorded or {})
+            known = by_id.setdefault(run.run_id, run)
+            known.claim_ids += [c for c in claim_ids if c not in known.claim_ids]
+    plan.runs = list(by_id.values())
+    plan.skipped = _merge_skipped(plan.skipped)
+    return plan
+
+
+def _claim_experiments(claims: Iterable[Any]) -> list[tuple[dict[str, Any], list[str]]]:
+    """(experiment, claim ids) in file order; non-runnable claims keep their experiments so
+    the plan can say why they are skipped."""
+    out: list[tuple[dict[str, Any], list[str]]] = []
+    for claim in claims:
+        if not getattr(claim, "gate", True):
+            continue
+        for exp in claim.experiments():
+            out.append((dict(exp), [claim.id]))
+    return out
+
+
+def _not_runnable(fields: dict[str, Any], profile: Profile, data_dir: Path) -> str | None:
+    """Why no runner of this harness can run `fields` here, or None."""
+    kind = fields.get("kind", "classify")
+    if kind not in RUNNERS:
+        return f"no runner for kind {kind!r}"
+    try:
+        spec_class(kind)
+    except (ImportError, RunnerInputError):
+        return f"no spec class for kind {kind!r} yet"
+    if kind == "classify":
+        from runners.models import ARCHS  # no torch: the registry imports model code lazily
+
+        dataset, arch = fields.get("dataset"), fields.get("arch")
+        if dataset not in TRAIN_SIZES:
+            return f"no runner for dataset {dataset!r} (results can be supplied as CSV)"
+        if arch not in ARCHS:
+            return f"no model for architecture {arch!r} in runners/models"
+        if fields.get("norm") not in ARCHS[arch].norms:
+            return f"architecture {arch!r} has no norm {fields.get('norm')!r}"
+        if profile.needs_data_present and not dataset_present(dataset, data_dir):
+            return f"{dataset} is not in the data directory {data_dir} (profile {profile.name})"
+    return None
+
+
+def _planned_run(
+    fields: dict[str, Any], claim_ids: list[str], recorded: dict[tuple[str, str], float]
+) -> PlannedRun:
+    try:
+        spec = effective_spec({"kind": "classify", **fields})
+    except RunnerInputError as exc:
+        raise AuditError(f"claims {', '.join(claim_ids)}: invalid experiment: {exc}") from None
+    hours, source = estimate_gpu_hours(spec, recorded)
+    return PlannedRun(run_id(spec), spec, list(claim_ids), spec_deviations(spec), hours, source)
+
+
+def spec_deviations(spec: dict[str, Any]) -> list[str]:
+    """The spec class's own account of its departures from the protocol."""
+    obj = spec_class(spec["kind"]).from_dict(dict(spec))
+    return list(obj.deviations()) if hasattr(obj, "deviations") else []
+
+
+def estimate_gpu_hours(
+    spec: dict[str, Any], recorded: dict[tuple[str, str], float]
+) -> tuple[float, str]:
+    """(GPU-hours, "recorded" | "default") for one run: epochs x images / throughput."""
+    if spec["kind"] != "classify":
+        return KERNELS_HOURS, "default"
+    key = (spec["arch"], spec["norm"])
+    if key in recorded:
+        rate, source = recorded[key], "recorded"
+    else:
+        rate = DEFAULT_IMAGES_PER_SECOND.get(spec["arch"], 1000.0)
+        rate /= ND_SLOWDOWN if spec["norm"] == "nd" else 1.0
+        source = "default"
+    train = min(spec.get("train_subset") or 10**9, TRAIN_SIZES[spec["dataset"]])
+    test = min(spec.get("test_subset") or 10**9, TEST_SIZE)
+    # evaluation runs forward only: about a third of a training step per image
+    seconds = spec["epochs"] * (train + test / 3) / rate
+    return seconds / 3600, source
+
+
+def _merge_skipped(skipped: list[SkippedExperiment]) -> list[SkippedExperiment]:
+    merged: dict[str, SkippedExperiment] = {}
+    for item in skipped:
+        key = json.dumps(item.experiment, sort_keys=True, default=str)
+        if key in merged:
+            merged[key].claim_ids += [c for c in item.claim_ids if c not in merged[key].claim_ids]
+        else:
+            merged[key] = SkippedExperiment(item.experiment, list(item.claim_ids), item.reason)
+    return list(merged.values())
+
+
+def format_plan(plan: Plan) -> str:
+    """The matrix as text: a label line, one line per run, skipped experiments, totals."""
+    lines = [f"profile {plan.profile.name}: {plan.profile.description}"]
+    if plan.deviates:
+        lines.append(f"NOTE: {plan.profile.label or 'some runs deviate from the protocol'}")
+    lines.append(f"{'run id':<58} {'epochs':>6} {'GPU-h':>8}  deviations")
+    for run in plan.runs:
+        devs = "; ".join(run.deviations) or "-"
+        lines.append(
+            f"{run.run_id:<58} {run.spec.get('epochs', '-')!s:>6} {run.gpu_hours:>8.3f}  {devs}"
+        )
+    lines.extend(_skipped_lines(plan.skipped))
+    sources = sorted({r.throughput_source for r in plan.runs}) or ["default"]
+    lines.append(
+        f"{len(plan.runs)} runs ({len(plan.seeds)} seed(s)), {plan.total_epochs} epochs, "
+        f"about {plan.gpu_hours:.2f} GPU-hours ({'/'.join(sources)} throughputs); "
+        f"{len(plan.skipped)} experiment(s) skipped"
+    )
+    return "\n".join(lines)
+
+
+def _skipped_lines(skipped: list[SkippedExperiment], shown: int = 3) -> list[str]:
+    """One line per reason (e.g. one per missing architecture); --json lists every one."""
+    by_reason: dict[str, list[SkippedExperiment]] = {}
+    for item in skipped:
+        by_reason.setdefault(item.reason, []).append(item)
+    lines = []
+    for reason, items in by_reason.items():
+        claims = list(dict.fromkeys(c for item in items for c in item.claim_ids))
+        more = f" and {len(claims) - shown} more" if len(claims) > shown else ""
+        lines.append(
+            f"skipped {len(items)} experiment(s): {reason} "
+            f"(claims {', '.join(claims[:shown])}{more})"
+        )
+    return lines

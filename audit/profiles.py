@@ -1,0 +1,154 @@
+"""Profiles: how much of the paper an audit runs, and with which departures from its protocol.
+
+A profile picks experiments from the selected claims, may change their fields (the change goes
+into the spec, so a reduced run never shares a run id with a protocol run), may add smoke
+experiments of its own, and says how many seeds each experiment gets. Any profile that changes
+a field is labelled as not reproducing the paper's numbers wherever its runs are shown.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit.errors import AuditError
+
+Experiment = dict[str, Any]
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# Files whose presence under the data directory means the dataset is there (torchvision's
+# layout, as runners/data.py reads it); checked without importing torch.
+DATA_MARKERS = {
+    "cifar10": "cifar-10-batches-py/data_batch_1",
+    "cifar100": "cifar-100-python/train",
+    "mnist": "MNIST/raw/train-images-idx3-ubyte",
+    "fashion-mnist": "FashionMNIST/raw/train-images-idx3-ubyte",
+}
+
+# The quick profile's reductions, sized so that the whole quick audit takes about ten minutes
+# on a 2-core CPU (measured: the MLP trains at 200-550 images/s there). The epochs stay the
+# claims' own, so the comparison still finds the claims these runs stand for.
+QUICK_MLP = {"train_subset": 2500, "test_subset": 1000}
+QUICK_CIFAR_SMOKE = {"train_subset": 256, "test_subset": 256, "epochs": 1}
+# The ci profile: the same MLP experiments on 128 images, seconds per run (end-to-end tests).
+CI_MLP = {"train_subset": 128, "test_subset": 128}
+CI_LABEL = "ci profile: 128 images per run, a test of the harness, NOT a reproduction"
+QUICK_LABEL = (
+    "quick profile: reduced data and epochs, NOT a reproduction of the paper's numbers "
+    "(each run lists its deviations from the protocol)"
+)
+
+
+def default_data_dir() -> Path:
+    """The runners' default: $AUDIT_DATA_DIR, else ./data (runners/data.py)."""
+    return Path(os.environ.get("AUDIT_DATA_DIR") or "data")
+
+
+def dataset_present(name: str, data_dir: Path) -> bool:
+    """Whether `name` can be loaded offline from `data_dir` (Fashion-MNIST: or Debian's copy)."""
+    marker = DATA_MARKERS.get(name)
+    if marker is not None and (Path(data_dir) / marker).exists():
+        return True
+    return name == "fashion-mnist" and DEBIAN_FASHION_MNIST.is_dir()
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    seeds: int  # seeds 0 .. seeds-1 of every experiment, unless --seeds says otherwise
+    keep: Callable[[Experiment], bool] = lambda exp: True  # which claim experiments to run
+    adjust: Callable[[Experiment], Experiment] = lambda exp: exp  # field changes (deviations)
+    extras: Callable[[Path], list[Experiment]] = lambda data_dir: []  # smoke runs of its own
+    needs_data_present: bool = False  # drop experiments whose data is absent (offline laptops)
+    label: str | None = None  # shown on every output when the profile departs from the protocol
+    notes: list[str] = field(default_factory=list)
+
+
+def _seed_study_scope(exp: Experiment) -> bool:
+    """The seed reproduction study: VGG-16, ResNeXt-29 and DenseNet-121 on CIFAR-10/100."""
+    return (
+        exp.get("kind") == "classify"
+        and exp.get("dataset") in ("cifar10", "cifar100")
+        and exp.get("arch") in ("vgg16", "resnext29", "densenet121")
+    )
+
+
+def _quick_scope(exp: Experiment) -> bool:
+    """The MLP on Fashion-MNIST (real data, offline) and the kernels experiment."""
+    if exp.get("kind") == "kernels":
+        return True
+    return exp.get("arch") == "mlp" and exp.get("dataset") in ("fashion-mnist", "mnist")
+
+
+def _quick_adjust(exp: Experiment) -> Experiment:
+    if exp.get("kind") == "classify" and exp.get("arch") == "mlp":
+        return {**exp, **QUICK_MLP}
+    return dict(exp)
+
+
+def _quick_extras(data_dir: Path) -> list[Experiment]:
+    """A one-epoch VGG-16 BN/ND smoke run on a CIFAR-10 subset, only where CIFAR-10 is present."""
+    if not dataset_present("cifar10", data_dir):
+        return []
+    base = {"kind": "classify", "dataset": "cifar10", "arch": "vgg16", **QUICK_CIFAR_SMOKE}
+    return [{**base, "norm": norm} for norm in ("bn", "nd")]
+
+
+def _ci_scope(exp: Experiment) -> bool:
+    return exp.get("arch") == "mlp" and exp.get("dataset") == "fashion-mnist"
+
+
+def _ci_adjust(exp: Experiment) -> Experiment:
+    return {**exp, **CI_MLP}
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            "full",
+            "every runnable claim with the paper's protocol",
+            seeds=3,
+        ),
+        Profile(
+            "seed-study",
+            "the seed reproduction study's scope: VGG-16, ResNeXt-29, DenseNet-121 on CIFAR-10/100",
+            seeds=3,
+            keep=_seed_study_scope,
+        ),
+        Profile(
+            "quick",
+            "about 10 minutes on a laptop CPU: Fashion-MNIST MLPs on a subset, the kernels "
+            "experiment, and a CIFAR-10 smoke run where CIFAR-10 is present",
+            seeds=1,
+            keep=_quick_scope,
+            adjust=_quick_adjust,
+            extras=_quick_extras,
+            needs_data_present=True,
+            label=QUICK_LABEL,
+        ),
+        Profile(
+            "ci",
+            "the harness's own end-to-end test: Fashion-MNIST MLPs on 128 images",
+            seeds=1,
+            keep=_ci_scope,
+            adjust=_ci_adjust,
+            needs_data_present=True,
+            label=CI_LABEL,
+        ),
+    )
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called `name`; an unknown name is an AuditError listing the known ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise AuditError(
+            f"unknown profile {name!r}; choose one of {', '.join(PROFILES)} (--profile)"
+        ) from None

@@ -1,0 +1,314 @@
+"""The job function and the executors, without a cluster.
+
+Runs train a real MLP on a tiny synthetic Fashion-MNIST in this process (debug executor);
+SLURM's sbatch and sacct are faked by scripts on PATH, and the generated sbatch text is
+compared with tests/golden/sbatch_array.txt.
+"""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from audit.cluster_config import load_cluster_section, slurm_params
+from audit.errors import AuditError
+from audit.launch import RunOptions, launch, make_executor, run_job, sacct_states
+from audit.store import Store
+from runners.rundir import read_jsonl
+from runners.specs import effective_spec, run_id
+from tests.fakedata import write_fashion_mnist
+
+GOLDEN = Path(__file__).parent / "golden" / "sbatch_array.txt"
+
+
+def mlp_spec(norm: str = "bn", epochs: int = 2, **extra) -> dict:
+    return effective_spec(
+        {
+            "kind": "classify",
+            "dataset": "fashion-mnist",
+            "arch": "mlp",
+            "norm": norm,
+            "epochs": epochs,
+            "batch_size": 32,
+            **extra,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_fashion_mnist(tmp_path_factory.mktemp("data"), n_train=64, n_test=32)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "store")
+
+
+def test_run_job_trains_once_then_skips(store, data_dir):
+    spec = mlp_spec()
+    options = RunOptions(data_dir=str(data_dir))
+    first = run_job(spec, str(store.root), options)
+    assert first["outcome"] == "done"
+    assert run_job(spec, str(store.root), options)["outcome"] == "skipped"
+    attempts = store.read_job(run_id(spec))["attempts"]
+    assert [a["outcome"] for a in attempts] == ["done"]
+    assert attempts[0]["start_epoch"] == 0
+
+
+def test_corrupt_result_and_checkpoint_are_moved_aside_and_rerun(store, data_dir):
+    spec = mlp_spec(epochs=1)
+    rid, options = run_id(spec), RunOptions(data_dir=str(data_dir))
+    run_job(spec, str(store.root), options)
+    run_dir = store.run_dir(rid)
+    (run_dir / "result.json").write_text("{not json")
+    (run_dir / "checkpoint.pt").write_bytes(b"PK\x03\x04 torn")
+    events = []
+    executor = make_executor("debug", store, options)
+    assert launch([spec], store, executor, say=events.append).settled == {rid: "done"}
+    assert any("corrupt result file" in e for e in events)
+    assert any("checkpoint.pt is not a readable checkpoint" in e for e in events)
+    assert len(list(run_dir.glob("result.json.corrupt-*"))) == 1
+    assert len(list(run_dir.glob("checkpoint.pt.corrupt-*"))) == 1
+    notes = store.read_job(rid)["notes"]
+    assert any("corrupt result" in n for n in notes) and any("checkpoint" in n for n in notes)
+
+
+def test_missing_data_fails_that_run_only_and_is_not_retried(store, data_dir, tmp_path):
+    good, bad = mlp_spec(norm="none", epochs=1), mlp_spec(dataset="mnist", epochs=1)
+    executor = make_executor("debug", store, RunOptions(data_dir=str(data_dir)))
+    events = []
+    report = launch([bad, good], store, executor, retries=3, poll_s=0, say=events.append)
+    assert report.settled == {run_id(bad): "failed", run_id(good): "done"}
+    result = store.result(run_id(bad))
+    assert "dataset mnist not found" in result.reason
+    assert len(store.read_job(run_id(bad))["attempts"]) == 1  # bad input: no retry
+    assert any("dataset mnist not found" in e for e in events)
+
+
+def _boom(spec, run_dir, **kwargs):
+    (Path(run_dir) / "log.txt").write_text("loading\nCUDA error: an illegal memory access\n")
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+def test_a_crashing_run_is_retried_then_recorded_with_its_log_tail(store, monkeypatch):
+    monkeypatch.setitem(
+        __import__("runners.registry").registry.RUNNERS, "classify", "tests.test_launch:_boom"
+    )
+    spec = mlp_spec()
+    executor = make_executor("debug", store, RunOptions())
+    report = launch([spec], store, executor, retries=2, poll_s=0, say=lambda m: None)
+    assert report.settled == {run_id(spec): "failed"}
+    job = store.read_job(run_id(spec))
+    assert [a["outcome"] for a in job["attempts"]] == ["error"] * 3  # first try + 2 retries
+    assert len(job["submissions"]) == 3
+    reason = store.result(run_id(spec)).reason
+    assert "RuntimeError: CUDA error" in reason and "illegal memory access" in reason
+
+
+def test_a_run_locked_by_another_process_is_not_trained_twice(store, data_dir):
+    spec = mlp_spec()
+    rid = run_id(spec)
+    code = (
+        "import time\nfrom pathlib import Path\nfrom audit.store import Store\n"
+        f"with Store(Path({str(store.root)!r})).try_lock({rid!r}):\n"
+        "    print('held', flush=True)\n    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        outcome = run_job(spec, str(store.root), RunOptions(data_dir=str(data_dir)))
+        assert outcome["outcome"] == "locked"
+        assert not (store.run_dir(rid) / "metrics.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_local_executor_trains_in_a_child_process(store, data_dir):
+    spec = mlp_spec(norm="nd", epochs=2)
+    executor = make_executor("local", store, RunOptions(data_dir=str(data_dir)))
+    report = launch([spec], store, executor, poll_s=0.5, say=lambda m: None)
+    assert report.settled == {run_id(spec): "done"}
+    attempt = store.read_job(run_id(spec))["attempts"][0]
+    assert attempt["pid"] != os.getpid()
+    assert len(read_jsonl(store.run_dir(run_id(spec)) / "metrics.jsonl")) == 2
+
+
+# ----------------------------------------------------------------------------- SLURM, faked
+
+
+def _fake_bin(folder: Path, name: str, script: str) -> None:
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """sbatch keeps a copy of what it was given and answers with job 4242; sacct reports the
+    array as sacct does (a pending range, one running task)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    _fake_bin(
+        bindir, "sbatch", f'cp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"\n'
+    )
+    _fake_bin(
+        bindir,
+        "sacct",
+        "echo 'JobID|State|NodeList'\n"
+        "echo '4242_0|RUNNING|vm'\necho '4242_0.batch|RUNNING|vm'\n"
+        "echo '4242_[1-2%2]|PENDING|None assigned'\n",
+    )
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path
+
+
+def test_slurm_array_sbatch_text_matches_golden(store, fake_slurm, monkeypatch):
+    params = slurm_params(
+        {"partition": "gpu", "time_min": 90, "cpus_per_task": 4, "array_parallelism": 2},
+        {"account": "lab", "mem_gb": 16},
+    )
+    executor = make_executor("slurm", store, RunOptions(device="cuda"), params=params)
+    specs = [mlp_spec(norm=n) for n in ("none", "bn", "nd")]
+    job_ids = executor.submit(specs)
+    assert job_ids == ["4242_0", "4242_1", "4242_2"]
+    text = (fake_slurm / "submitted.sh").read_text()
+    text = text.replace(str(store.root), "<STORE>").replace(sys.executable, "<PYTHON>")
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+    assert executor.poll(job_ids) == {"4242_0": "RUNNING", "4242_1": "PENDING", "4242_2": "PENDING"}
+
+
+def test_launch_records_slurm_job_ids_for_reattaching(store, fake_slurm):
+    executor = make_executor("slurm", store, RunOptions(), params=slurm_params({}, {}))
+    specs = [mlp_spec(norm=n) for n in ("none", "bn")]
+    launch(specs, store, executor, detach=True, say=lambda m: None)
+    jobs = {run_id(s): store.read_job(run_id(s))["job_id"] for s in specs}
+    assert sorted(jobs.values()) == ["4242_0", "4242_1"]
+    states = sacct_states(list(jobs.values()))
+    assert store.state(run_id(specs[0]), states).status == "running"
+    assert store.state(run_id(specs[1]), states).status == "queued"
+    # a second `audit run` re-attaches instead of submitting again
+    (fake_slurm / "submitted.sh").unlink()
+    launch(specs, store, executor, detach=True, say=lambda m: None)
+    assert not (fake_slurm / "submitted.sh").exists()
+
+
+def test_slurm_without_sbatch_and_unknown_executor(store, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(AuditError, match="needs SLURM's sbatch on PATH"):
+        make_executor("slurm", store, RunOptions())
+    with pytest.raises(AuditError, match="unknown executor 'pbs'; choose one of local, slurm"):
+        make_executor("pbs", store, RunOptions())
+
+
+def test_cluster_config_is_validated(tmp_path):
+    config = tmp_path / "audit.yaml"
+    config.write_text("cluster:\n  partition: gpu\n  gpus: 2\n")
+    with pytest.raises(AuditError, match=r"unknown cluster key.*gpus.*valid keys: partition"):
+        slurm_params(load_cluster_section(config), {}, where=str(config))
+    config.write_text("cluster:\n  partition: gpu\n  time_min: 60\n")
+    params = slurm_params(load_cluster_section(config), {"time_min": 30, "qos": None})
+    assert (params.partition, params.time_min, params.qos) == ("gpu", 30, None)
+
+
+def _audit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "audit.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
+    claims = str(Path(__file__).resolve().parent.parent / "claims.yaml")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cases = [
+        (["run", "--claims", claims, "--executor", "pbs"], "unknown executor 'pbs'"),
+        (["run", "--claims", claims, "--profile", "huge"], "unknown profile 'huge'"),
+        (
+            ["run", "--claims", claims, "--profile", "ci", "--store", str(blocker / "s")],
+            "cannot write to the store directory",
+        ),
+        (["status", "--store", str(tmp_path / "none")], "no result store at"),
+        (["run", "--claims", claims, "--detach"], "--detach needs --executor slurm"),
+    ]
+    for args, message in cases:
+        out = _audit(*args, cwd=tmp_path)
+        assert out.returncode == 2, (args, out.stderr)
+        assert message in out.stderr and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_dry_run_prints_sbatch_parameters_and_submits_nothing(tmp_path, fake_slurm):
+    claims = str(Path(__file__).resolve().parent.parent / "claims.yaml")
+    out = _audit(
+        "run",
+        "--claims",
+        claims,
+        "--profile",
+        "ci",
+        "--executor",
+        "slurm",
+        "--dry-run",
+        "--partition",
+        "gpu",
+        "--time",
+        "30",
+        "--store",
+        str(tmp_path / "s"),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "#SBATCH --partition=gpu" in out.stdout and "#SBATCH --array=0-2%3" in out.stdout
+    assert "NOT a reproduction" in out.stdout
+    assert not (tmp_path / "submitted.sh").exists() and not (tmp_path / "s").exists()
+    status = json.loads(
+        _audit("plan", "--claims", claims, "--profile", "ci", "--json", cwd=tmp_path).stdout
+    )
+    assert status["runs"] == 3
+
+
+def test_progress_lines_when_not_on_a_terminal(store, data_dir):
+    import io
+
+    from audit.progress import Progress
+
+    spec = mlp_spec(norm="none", epochs=2)
+    stream = io.StringIO()
+    progress = Progress(store, 1, stream=stream)
+    executor = make_executor("debug", store, RunOptions(data_dir=str(data_dir)))
+    launch([spec], store, executor, poll_s=0, say=lambda m: None, on_poll=progress.update)
+    assert stream.getvalue().splitlines() == ["runs 1/1 done; epochs 2/2"]
+
+
+def test_two_launches_on_one_store_train_each_run_once(store, data_dir):
+    import threading
+    import time
+
+    specs = [mlp_spec(norm="nd", epochs=4), mlp_spec(norm="none", epochs=1)]
+    options = RunOptions(data_dir=str(data_dir))
+    reports = {}
+
+    def audit_run(name):
+        executor = make_executor("debug", store, options)
+        reports[name] = launch(specs, store, executor, poll_s=0.2, say=lambda m: None)
+
+    first = threading.Thread(target=audit_run, args=("first",))
+    first.start()
+    deadline = time.monotonic() + 60
+    while not store.is_locked(run_id(specs[0])) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    audit_run("second")  # starts while the first trains specs[0]
+    first.join()
+    expected = {run_id(s): "done" for s in specs}
+    assert reports["first"].settled == expected == reports["second"].settled
+    for spec in specs:
+        outcomes = [a["outcome"] for a in store.read_job(run_id(spec))["attempts"]]
+        assert outcomes.count("done") == 1, outcomes
+        assert len(read_jsonl(store.run_dir(run_id(spec)) / "metrics.jsonl")) == spec["epochs"]

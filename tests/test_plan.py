@@ -1,0 +1,130 @@
+"""The plan: claims x profile x selection -> deduplicated specs x seeds, with skips explained."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from audit import PROJECT_ROOT
+from audit.claims import load_claims
+from audit.errors import AuditError
+from audit.plan import build_plan, estimate_gpu_hours, format_plan
+from audit.profiles import get_profile
+from runners.specs import effective_spec, run_id
+from tests.fakedata import write_cifar10
+
+CLAIMS = PROJECT_ROOT / "claims.yaml"
+
+
+@pytest.fixture(scope="module")
+def claims():
+    return load_claims(CLAIMS)
+
+
+def test_full_plan_is_deduplicated_seeded_and_explains_skips(claims, tmp_path):
+    plan = build_plan(claims, get_profile("full"), data_dir=tmp_path)
+    ids = [r.run_id for r in plan.runs]
+    assert len(ids) == len(set(ids))
+    assert plan.seeds == [0, 1, 2]
+    # every run id is the hash of its own effective spec
+    for run in plan.runs:
+        assert effective_spec(run.spec) == run.spec
+        assert run_id(run.spec) == run.run_id
+    # a table cell shared by a value claim and two relations is one run per seed
+    vgg = [
+        r
+        for r in plan.runs
+        if r.spec.get("arch") == "vgg16"
+        and r.spec["dataset"] == "cifar10"
+        and r.spec["norm"] == "nd"
+        and r.spec["epochs"] == 1
+    ]
+    assert len(vgg) == 3
+    assert {"table1.cifar10.vgg16.nd1"} <= set(vgg[0].claim_ids)
+    assert len(vgg[0].claim_ids) >= 2
+    reasons = {s.experiment.get("dataset"): s.reason for s in plan.skipped}
+    assert "no runner for dataset 'imagenet'" in reasons["imagenet"]
+    assert plan.gpu_hours > 1 and plan.total_epochs > 1000
+
+
+def test_seed_study_scope(claims, tmp_path):
+    plan = build_plan(claims, get_profile("seed-study"), data_dir=tmp_path)
+    assert {r.spec["arch"] for r in plan.runs} == {"vgg16", "resnext29", "densenet121"}
+    assert {r.spec["dataset"] for r in plan.runs} == {"cifar10", "cifar100"}
+
+
+def test_quick_profile_deviates_visibly_and_gets_its_own_run_ids(claims, tmp_path):
+    full = build_plan(claims.select(groups=["mlp"]), get_profile("full"), data_dir=tmp_path)
+    quick = build_plan(claims.select(groups=["mlp"]), get_profile("quick"), data_dir=tmp_path)
+    assert quick.seeds == [0]
+    mlp = [r for r in quick.runs if r.spec.get("arch") == "mlp"]
+    assert {r.spec["norm"] for r in mlp} == {"none", "bn", "nd"}
+    assert all(r.spec["train_subset"] and r.deviations for r in mlp)
+    assert all(r.spec["epochs"] == 20 for r in mlp)  # the claims' epochs: the check finds them
+    assert not {r.run_id for r in mlp} & {r.run_id for r in full.runs}
+    text = format_plan(quick)
+    assert "NOT a reproduction" in text and "train_subset=2500" in text
+    # MNIST has no offline source: skipped with the reason, not silently dropped
+    assert any("mnist is not in the data directory" in s.reason for s in quick.skipped)
+
+
+def test_quick_cifar_smoke_run_only_where_cifar_is_present(claims, tmp_path):
+    without = build_plan(claims, get_profile("quick"), data_dir=tmp_path)
+    assert not any(r.spec.get("dataset") == "cifar10" for r in without.runs)
+    write_cifar10(tmp_path, n_train=10, n_test=10)
+    with_cifar = build_plan(claims, get_profile("quick"), data_dir=tmp_path)
+    smoke = [r for r in with_cifar.runs if r.spec.get("dataset") == "cifar10"]
+    assert {(r.spec["arch"], r.spec["norm"], r.spec["epochs"]) for r in smoke} == {
+        ("vgg16", "bn", 1),
+        ("vgg16", "nd", 1),
+    }
+    assert all(r.deviations for r in smoke)
+
+
+def test_seeds_override_and_bad_values(claims, tmp_path):
+    plan = build_plan(claims.select(groups=["mlp"]), get_profile("ci"), seeds=2, data_dir=tmp_path)
+    assert {r.spec["seed"] for r in plan.runs} == {0, 1}
+    with pytest.raises(AuditError, match="--seeds"):
+        build_plan(claims, get_profile("ci"), seeds=0, data_dir=tmp_path)
+    with pytest.raises(AuditError, match=r"unknown profile 'nope'.*full, seed-study, quick"):
+        get_profile("nope")
+
+
+def test_recorded_throughput_replaces_the_default():
+    spec = effective_spec(
+        {"kind": "classify", "dataset": "cifar10", "arch": "vgg16", "norm": "bn", "epochs": 10}
+    )
+    default, source = estimate_gpu_hours(spec, {})
+    assert source == "default"
+    measured, source = estimate_gpu_hours(spec, {("vgg16", "bn"): 500.0})
+    assert source == "recorded" and measured == pytest.approx(default * 10)
+
+
+def test_audit_plan_json_without_torch(tmp_path):
+    code = (
+        "import sys\nfrom audit.cli import main\n"
+        f"rc = main(['plan', '--claims', {str(CLAIMS)!r}, '--profile', 'quick', '--json',"
+        f" '--data-dir', {str(tmp_path)!r}, '--store', {str(tmp_path / 'store')!r}])\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\nsys.exit(rc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["profile"] == "quick" and data["label"].startswith("quick profile")
+    assert data["runs"] == len(data["matrix"]) >= 3
+    assert not (tmp_path / "store").exists()  # planning writes nothing
+
+
+def test_unknown_profile_is_one_clear_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "audit.cli", "plan", "--claims", str(CLAIMS), "--profile", "fast"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "audit plan: error: unknown profile 'fast'; choose one of full, seed-study, quick, ci "
+        "(--profile)"
+    )
