@@ -54,17 +54,20 @@ def test_seed_study_scope(claims, tmp_path):
     assert {r.spec["dataset"] for r in plan.runs} == {"cifar10", "cifar100"}
 
 
-def test_quick_profile_deviates_visibly_and_gets_its_own_run_ids(claims, tmp_path):
+def test_quick_profile_runs_the_mlp_protocol_and_labels_what_deviates(claims, tmp_path):
     full = build_plan(claims.select(groups=["mlp"]), get_profile("full"), data_dir=tmp_path)
     quick = build_plan(claims.select(groups=["mlp"]), get_profile("quick"), data_dir=tmp_path)
     assert quick.seeds == [0]
     mlp = [r for r in quick.runs if r.spec.get("arch") == "mlp"]
     assert {r.spec["norm"] for r in mlp} == {"none", "bn", "nd"}
-    assert all(r.spec["train_subset"] and r.deviations for r in mlp)
-    assert all(r.spec["epochs"] == 20 for r in mlp)  # the claims' epochs: the check finds them
-    assert not {r.run_id for r in mlp} & {r.run_id for r in full.runs}
-    text = format_plan(quick)
-    assert "NOT a reproduction" in text and "train_subset=2500" in text
+    # The paper's protocol: these are the full profile's seed-0 runs, shared, never retrained.
+    assert all(r.spec["train_subset"] is None and not r.deviations for r in mlp)
+    assert {r.run_id for r in mlp} <= {r.run_id for r in full.runs}
+    kernels = build_plan(
+        claims.select(groups=["centre-surround"]), get_profile("quick"), data_dir=tmp_path
+    )
+    text = format_plan(kernels)
+    assert "NOT a reproduction" in text and "source=skimage (paper: ImageNet images)" in text
     # MNIST has no offline source: skipped with the reason, not silently dropped
     assert any("mnist is not in the data directory" in s.reason for s in quick.skipped)
 

@@ -690,7 +690,7 @@ def test_a_store_without_results_gives_a_report_of_missing_claims(tmp_path):
     assert paths.pdf is None
     assert re.search(r"<th scope=\"row\">all claims</th>\s*(<td class=\"num\">0</td>\s*){4}"
                      r"<td class=\"num\">6</td>", html)  # fmt: skip
-    assert "No per-epoch metrics were found" in html and "No timing was recorded" in html
+    assert "No BN/ND CNN run with per-epoch metrics" in html and "No timing was recorded" in html
 
 
 # ---------------------------------------------------------------- Table 2 (ImageNet)

@@ -11,15 +11,20 @@ import gc
 import sys
 from pathlib import Path
 
+from audit import PROJECT_ROOT
+
 HELP = "compare results with the claims; exit 0 within tolerance, 1 not, 2 bad input"
-DEFAULT_CLAIMS = "claims.yaml"
+DEFAULT_CLAIMS = PROJECT_ROOT / "claims.yaml"  # the project's own, wherever audit runs
 DEFAULT_STORE = "runs"
 
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     """Claims file and selection options (shared with `audit validate`)."""
     parser.add_argument(
-        "--claims", type=Path, default=Path(DEFAULT_CLAIMS), help="claims file (%(default)s)"
+        "--claims",
+        type=Path,
+        default=DEFAULT_CLAIMS,
+        help="claims file (the project's claims.yaml)",
     )
     add = parser.add_argument
     add("--group", action="append", help="claim group(s), repeatable or comma-separated")
@@ -38,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument(
         "--results",
+        "--results-csv",
+        dest="results",
         type=Path,
         action="append",
         metavar="CSV",
