@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,14 @@ def test_seed_study_figure3_percent_differences_are_recovered(tmp_path):
 
 
 # --------------------------------------------------------------------------- verdicts
+
+
+def test_columns_are_the_documented_contract():
+    """docs/architecture.md ("Comparison") is the contract the report and check rely on."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    listing = doc.split("## Comparison", 1)[1].split("columns:\n`", 1)[1].split("`", 1)[0]
+    documented = re.findall(r"[a-z_]+", listing)
+    assert documented == COLUMNS
 
 
 def test_output_has_the_contract_columns(claims, tmp_path):

@@ -19,35 +19,11 @@ import pytest
 
 from audit import figures, report
 from audit.claims import Claim, ClaimSet, ReferenceSource, ReferenceValue, Tolerance
+from audit.compare import COLUMNS
 from runners.rundir import RunResult, append_jsonl, atomic_write_yaml, write_result
 
 GOLDEN = Path(__file__).parent / "golden"
 HOSTILE = '<script>alert("x")</script>'
-COMPARISON_COLUMNS = [
-    "claim_id",
-    "group",
-    "type",
-    "dataset",
-    "arch",
-    "norm",
-    "epochs",
-    "metric",
-    "claimed",
-    "claimed_text",
-    "reproduced_mean",
-    "reproduced_std",
-    "n",
-    "ci_low",
-    "ci_high",
-    "abs_dev",
-    "rel_dev",
-    "tolerance",
-    "verdict",
-    "reason",
-    "run_ids",
-    "deviations",
-    "source",
-]
 # (dataset, arch, norm, epochs) -> paper value, as printed in Table 1
 PAPER = {
     ("cifar10", "vgg16", "bn", 20): "90.07",
@@ -140,7 +116,7 @@ def make_comparison() -> pd.DataFrame:
         )
     )
     extras = ["statement", "paired", "values", "gate"]  # some of compare's extra columns
-    return pd.DataFrame(rows, columns=[*COMPARISON_COLUMNS, *extras])
+    return pd.DataFrame(rows, columns=[*COLUMNS, *extras])
 
 
 def make_claims() -> ClaimSet:
