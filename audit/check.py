@@ -100,7 +100,7 @@ def render_table(table: pd.DataFrame, allowed: set[str], only_failures: bool = F
         )
         for row in shown.itertuples(index=False)
     ]
-    widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(x[i]) for x in lines)]) for i, h in enumerate(header)]
     out = [_fixed(header, widths), _fixed(tuple("-" * w for w in widths), widths)]
     out.extend(_fixed(cells, widths) for cells in lines)
     if any(shown["deviations"].map(bool)):

@@ -97,6 +97,7 @@ class Tolerance:
         return claimed - band, high
 
     def describe(self) -> str:
+        """The band in words: "±1 pt", "±max(1 pt, 2%)", "≥ claimed − 0 pt"."""
         parts = []
         if self.abs is not None:
             parts.append(f"{self.abs:g} pt")
@@ -152,6 +153,8 @@ class Claim:
 
 @dataclass(frozen=True)
 class ReferenceValue:
+    """A prior reproduction's number for one claim."""
+
     value: float
     text: str  # as printed
     extra: dict[str, str] = field(default_factory=dict)  # other series, e.g. diff_pct
@@ -171,6 +174,8 @@ class ReferenceSource:
 
 @dataclass
 class ClaimSet:
+    """The claims of one file (or a selection of them) with its prior reproductions."""
+
     claims: list[Claim]
     reference_sources: list[ReferenceSource] = field(default_factory=list)
     path: Path | None = None
@@ -245,6 +250,7 @@ class ClaimSet:
 
 
 def experiment_key(experiment: dict[str, Any]) -> tuple:
+    """A hashable, order-free key of an experiment's fields (values compared as text)."""
     return tuple(sorted((k, str(v)) for k, v in experiment.items()))
 
 
@@ -535,10 +541,10 @@ def check_range(reader: _Reader, node: Y, metric: str, value: float, where: str)
         )
 
 
-def check_id(reader: _Reader, node: Y, value: str) -> str:
+def check_id(reader: _Reader, node: Y, value: str, what: str = "id") -> str:
     if not _ID_RE.match(value):
         raise reader.fail(
-            node.line, f"id {value!r} may hold only letters, digits, '.', '_' and '-'"
+            node.line, f"{what} {value!r} may hold only letters, digits, '.', '_' and '-'"
         )
     return value
 
@@ -651,7 +657,6 @@ class _Table:
     type: str
     rows: list[_Row]
     columns: list[str]  # the value columns, in layout order
-    line: int
 
 
 def _build(reader: _Reader, root: Y, path: Path) -> ClaimSet:
@@ -755,11 +760,13 @@ def _parse_table(reader: _Reader, node: Y, group_tols: dict) -> _Table:
     layout = [as_str(reader, n, "layout entry") for n in _seq(reader, block.get("layout"))]
     _check_layout(reader, block, layout, columns)
     col_tols = _column_tolerances(reader, block, columns)
-    decimals = (
-        int(as_number(reader, block.get("decimals"), "decimals")[0])
-        if block.has("decimals")
-        else None
-    )
+    tolerances = {  # one per column: the group's, the block's, then the column's own
+        column: _final_tolerance(
+            reader, block, kind, _tolerance_of(reader, block, group, group_tols, col_tols[column])
+        )
+        for column in columns
+    }
+    decimals = _decimals(reader, block)
     common = {
         "group": group,
         "type": kind,
@@ -773,21 +780,43 @@ def _parse_table(reader: _Reader, node: Y, group_tols: dict) -> _Table:
     for row in _seq(reader, block.get("rows")):
         parsed = _parse_row(reader, block, row, layout, columns, base, common)
         for column, claim in parsed.cells.items():
-            parts = _tolerance_of(reader, block, group, group_tols, col_tols.get(column, {}))
-            claim.tolerance = _final_tolerance(kind, parts)
+            claim.tolerance = tolerances[column]
             if decimals is not None:
                 _check_decimals(reader, row, claim, decimals)
         rows.append(parsed)
     if not rows:
         raise reader.fail(node.line, f"table {table_id!r} has no rows")
     value_columns = [name for name in layout if name in columns]
-    return _Table(table_id, kind, rows, value_columns, node.line)
+    return _Table(table_id, kind, rows, value_columns)
 
 
-def _final_tolerance(kind: str, parts: list[dict[str, Any]]) -> Tolerance:
+def _final_tolerance(
+    reader: _Reader, block: _Block, kind: str, parts: list[dict[str, Any]]
+) -> Tolerance:
+    """The merged tolerance of a value or threshold claim; it must give a band size."""
     # A threshold is a bound, not a measurement: only falling below it fails.
     extra = [{"direction": "at-least"}] if kind == "threshold" else []
-    return merge_tolerances(*parts, *extra)
+    tolerance = merge_tolerances(*parts, *extra)
+    if tolerance.abs is None and tolerance.rel is None:
+        raise reader.fail(
+            block.node.line,
+            f"{block.what}: its tolerance gives a direction but no size; add abs (points) "
+            "or rel (percent) to it or to the group's default under `tolerances:`",
+        )
+    return tolerance
+
+
+def _decimals(reader: _Reader, block: _Block) -> int | None:
+    """The table's printed precision, a whole number >= 0 (None: not checked)."""
+    if not block.has("decimals"):
+        return None
+    node = block.get("decimals")
+    value, text = as_number(reader, node, "decimals")
+    if not isinstance(node.value, int) or value < 0:
+        raise reader.fail(
+            node.line, f"decimals must be a whole number >= 0 (digits after the dot), got {text}"
+        )
+    return int(value)
 
 
 def _seq(reader: _Reader, node: Y) -> list[Y]:
@@ -834,12 +863,13 @@ def _check_layout(reader: _Reader, block: _Block, layout: list[str], columns: di
 
 
 def _column_tolerances(reader: _Reader, block: _Block, columns: dict) -> dict[str, dict]:
+    """column -> its partial tolerance ({} for a column without one)."""
+    out: dict[str, dict] = {column: {} for column in columns}
     if not block.has("column_tolerances"):
-        return {}
+        return out
     node = block.get("column_tolerances")
     if not isinstance(node.value, dict):
         raise reader.fail(node.line, "column_tolerances must map a column to {abs, rel, direction}")
-    out = {}
     for column, tol in node.value.items():
         if column not in columns:
             raise reader.fail(tol.line, f"column_tolerances names unknown column {column!r}")
@@ -939,7 +969,7 @@ def _parse_claim(reader: _Reader, node: Y, group_tols: dict) -> Claim:
         experiment=experiment,
         claimed=value,
         claimed_text=text,
-        tolerance=_final_tolerance(kind, parts),
+        tolerance=_final_tolerance(reader, block, kind, parts),
         provenance=free_mapping(reader, node.value.get("provenance")),
         note=block.text("note", ""),
         gate=block.flag("gate", True),
@@ -1074,6 +1104,7 @@ def _parse_cases(reader: _Reader, block: _Block) -> dict[str, tuple[dict[str, fl
         raise reader.fail(node.line, "cases must map a case name to {column: coefficient, ...}")
     cases = {}
     for case, spec in node.value.items():
+        check_id(reader, spec, case, "case name")  # it ends each claim id
         if not isinstance(spec.value, dict) or not spec.value:
             raise reader.fail(
                 spec.line, f"case {case!r} must be a mapping like {{ND1: 1, BN1: -1}}"

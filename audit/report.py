@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import math
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from audit import figures
+from audit.errors import AuditError
 from audit.store import PLAN_FILE
 from runners.rundir import (
     LOG_FILE,
@@ -44,6 +46,7 @@ from runners.rundir import (
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 DEFAULT_TITLE = "Reproduction audit of “Network Deconvolution” (Ye et al., ICLR 2020)"
 
+# The verdicts of audit.compare.VERDICTS, in the order the headline shows them.
 VERDICTS = ("reproduced", "not_reproduced", "relation_flipped", "inconclusive", "missing", "failed")
 DATASET_LABELS = {
     "cifar10": "CIFAR-10",
@@ -109,13 +112,18 @@ def render_report(
     )
     html = render_html(model)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "index.html", html)
-    (out_dir / "index.html").chmod(0o644)  # a published page, not a private temp file
-    pdf_path = None
-    if pdf:
-        pdf_path = out_dir / "report.pdf"
-        write_pdf(html, pdf_path)
+    pdf_path = out_dir / "report.pdf" if pdf else None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "index.html", html)
+        (out_dir / "index.html").chmod(0o644)  # a published page, not a private temp file
+        if pdf_path is not None:
+            write_pdf(html, pdf_path)
+    except OSError as exc:
+        raise AuditError(
+            f"{exc.filename or out_dir}: cannot write the report ({exc.strerror}); "
+            "choose a writable directory with --out / --name"
+        ) from None
     return ReportPaths(html=out_dir / "index.html", pdf=pdf_path)
 
 
@@ -178,6 +186,7 @@ def build_model(
     details = load_run_details(store_dir, results)
     curves = load_curves(store_dir, results)
     index = claim_index(claims)
+    sources = reference_sources(claims)
     scope = {**stored_scope(store_dir), **(scope or {})}
     return {
         "title": title,
@@ -187,8 +196,8 @@ def build_model(
         "headline": headline(comparison),
         "scope": scope_items(scope, results, details),
         "table1": table1(comparison),
-        "table2": table2(comparison, reference_sources(claims), index),
-        "priors": prior_reproductions(comparison, reference_sources(claims), index),
+        "table2": table2(comparison, sources, index),
+        "priors": prior_reproductions(comparison, sources, index),
         "relations": relation_rows(comparison),
         "relation_notes": relation_notes(comparison),
         "curves": curve_figures(
@@ -315,16 +324,14 @@ def scope_items(
     scope: Mapping[str, Any], results: pd.DataFrame, details: pd.DataFrame
 ) -> list[tuple[str, str]]:
     """What the audit covered, stated next to the headline: profile, seeds, hardware, cost."""
-    seeds = sorted({int(s) for s in results.get("seed", pd.Series(dtype=float)).dropna()})
     statuses = results.get("status", pd.Series(dtype=str)).value_counts()
-    devices = details["device"].replace("", np.nan).dropna() if len(details) else pd.Series()
     gpu_hours = float(details["gpu_seconds"].sum()) / 3600 if len(details) else 0.0
     wall_hours = float(details["wall_seconds"].sum()) / 3600 if len(details) else 0.0
     items = {
         "profile": str(scope.get("profile", "not recorded")),
         "runs": ", ".join(f"{count} {status}" for status, count in statuses.items()) or "none",
-        "seeds": ", ".join(map(str, seeds)) or "none",
-        "hardware": str(scope.get("hardware") or _device_summary(devices)),
+        "seeds": _seeds_text(results),
+        "hardware": str(scope.get("hardware") or _device_summary(details)),
         "GPU-hours": fmt(scope.get("gpu_hours", gpu_hours), 2),
         # CPU-only audits spend no GPU-hours; the wall-clock total still says what it cost
         "wall-clock hours": fmt(wall_hours, 2),
@@ -342,7 +349,9 @@ def stored_scope(store_dir: Path | None) -> dict[str, Any]:
     return {key: plan[key] for key in ("profile", "label") if plan.get(key)}
 
 
-def _device_summary(devices: pd.Series) -> str:
+def _device_summary(details: pd.DataFrame) -> str:
+    """The devices the runs recorded, with how many runs each."""
+    devices = details["device"].replace("", np.nan).dropna() if len(details) else pd.Series()
     if devices.empty:
         return "not recorded (results imported without run directories)"
     return "; ".join(f"{name} ({count} runs)" for name, count in devices.value_counts().items())
@@ -572,11 +581,16 @@ def _std(values: np.ndarray) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
+def _column(results: pd.DataFrame, name: str, default: str) -> pd.Series:
+    """A results column with `default` where it is empty (or for every row when a hand-made
+    CSV lacks it): runs are classification runs and done unless they say otherwise."""
+    return results.get(name, pd.Series(default, index=results.index)).fillna(default)
+
+
 def _classify_done(results: pd.DataFrame) -> pd.DataFrame:
     if results.empty or "test_top1" not in results:
         return results.iloc[0:0]
-    kind = results.get("kind", pd.Series("classify", index=results.index)).fillna("classify")
-    status = results.get("status", pd.Series("done", index=results.index)).fillna("done")
+    kind, status = _column(results, "kind", "classify"), _column(results, "status", "done")
     return results[(kind == "classify") & (status == "done") & results["test_top1"].notna()]
 
 
@@ -741,7 +755,7 @@ def _count(row: pd.Series, norm: str) -> int:
 def _classify_with_details(results: pd.DataFrame, details: pd.DataFrame) -> pd.DataFrame:
     if details.empty or "run_id" not in results:
         return pd.DataFrame()
-    kind = results.get("kind", pd.Series("classify", index=results.index)).fillna("classify")
+    kind = _column(results, "kind", "classify")
     return results[kind == "classify"].merge(details, on="run_id", how="inner")
 
 
@@ -796,9 +810,13 @@ def _kernel_figure(run_dir: Path) -> Markup | None:
             '<img class="kernels" alt="deconvolution kernels" src="data:image/svg+xml;base64,{}">'
         ).format(data)
     if npz_path.is_file():
-        with np.load(npz_path) as archive:
-            name = archive.files[0]
-            return Markup(figures.kernels_svg(archive[name], title=f"{name} ({run_dir.name})"))
+        try:
+            with np.load(npz_path) as archive:
+                name = archive.files[0]
+                kernels = archive[name]
+        except (OSError, ValueError, IndexError, EOFError, zipfile.BadZipFile):
+            return None  # an empty or torn archive: the run's scores are still shown
+        return Markup(figures.kernels_svg(kernels, title=f"{name} ({run_dir.name})"))
     return None
 
 
@@ -829,7 +847,7 @@ def problems(
     comparison: pd.DataFrame, results: pd.DataFrame, details: pd.DataFrame
 ) -> dict[str, Any]:
     """Failed and diverged runs with reason and log tail; claims without usable results."""
-    status = results.get("status", pd.Series("done", index=results.index)).fillna("done")
+    status = _column(results, "status", "done")
     bad = results[status.isin(["failed", "diverged", "corrupt"])]  # corrupt: unreadable result
     tails = dict(zip(details["run_id"], details["log_tail"], strict=True)) if len(details) else {}
     runs = [
@@ -904,15 +922,15 @@ def methods(
         "packages": [
             (k, v or "not installed") for k, v in package_versions(REPORT_PACKAGES).items()
         ],
-        "hardware": _device_summary(details["device"].replace("", np.nan).dropna())
-        if len(details)
-        else _device_summary(pd.Series(dtype=str)),
-        "seeds": ", ".join(
-            str(int(s)) for s in sorted(results.get("seed", pd.Series()).dropna().unique())
-        )
-        or "none",
+        "hardware": _device_summary(details),
+        "seeds": _seeds_text(results),
         "command": command or "not recorded",
     }
+
+
+def _seeds_text(results: pd.DataFrame) -> str:
+    seeds = sorted({int(s) for s in results.get("seed", pd.Series(dtype=float)).dropna()})
+    return ", ".join(map(str, seeds)) or "none"
 
 
 def _counted(values: pd.Series) -> list[tuple[str, int]]:
@@ -988,7 +1006,7 @@ def claim_rows(comparison: pd.DataFrame, index: Mapping[str, Any]) -> list[dict[
                 "type": _text(r.get("type")),
                 "experiment": _experiment_text(r),
                 "metric": _text(r.get("metric")),
-                "claimed": _text(r.get("claimed_text")) or fmt(r.get("claimed")),
+                "claimed": _claimed_text(r),
                 "reproduced": mean_text(r["reproduced_mean"], r["reproduced_std"], r["n"]),
                 "ci": f"[{fmt(r.get('ci_low'))}, {fmt(r.get('ci_high'))}]"
                 if not _missing(r.get("ci_low"))

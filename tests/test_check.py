@@ -88,6 +88,16 @@ def test_exit_1_when_a_claim_is_out_of_tolerance(files, capsys):
     assert "not_reproduced" in out and "Gate: FAIL (1 gated claim(s)" in out
 
 
+def test_only_failures_when_nothing_fails_prints_the_header_and_the_summary(files, capsys):
+    claims, results = files
+    path = str(results(ALL_GOOD))
+    assert check(claims, "--results", path, "--group", "t1", "--only-failures") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("claim ") and lines[0].endswith("verdict")
+    assert set(lines[1]) == {"-", " "}  # the rule under the header, then no claim line
+    assert len(lines) == 3 and "Gate: PASS" in lines[-1]
+
+
 def test_missing_results_fail_unless_allowed(files):
     claims, results = files
     path = str(results(GOOD))

@@ -406,6 +406,19 @@ BAD_INPUTS = {
         [r":26: ", "unknown claim id"],
     ),
     "bad direction": (MINI.replace("{abs: 1.0}", "{abs: 1.0, direction: up}"), ["direction"]),
+    "tolerance without a size": (
+        MINI.replace("{abs: 1.0}", "{direction: at-least}"),
+        [r":5: ", "table 'tab': its tolerance gives a direction but no size", "add abs"],
+    ),
+    "decimals not a whole number": (
+        MINI.replace("decimals: 2", "decimals: 2.5"),
+        [r":13: ", "decimals must be a whole number >= 0", "got 2.5"],
+    ),
+    "negative decimals": (MINI.replace("decimals: 2", "decimals: -1"), [r":13: ", ">= 0"]),
+    "case name that cannot end a claim id": (
+        MINI.replace("      e20: {", "      e 20: {"),
+        [r":\d+: ", "case name 'e 20' may hold only letters"],
+    ),
 }
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from audit import figures, report
 from audit.claims import Claim, ClaimSet, ReferenceSource, ReferenceValue, Tolerance
-from audit.compare import COLUMNS
+from audit.compare import COLUMNS, VERDICTS
 from runners.rundir import RunResult, append_jsonl, atomic_write_yaml, write_result
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -349,6 +349,10 @@ def test_hostile_text_from_claims_specs_and_logs_is_escaped(rendered):
     assert '<p class="banner" role="note">reduced data &lt;script' in rendered.html
 
 
+def test_headline_counts_every_verdict_compare_can_give():
+    assert sorted(report.VERDICTS) == sorted(VERDICTS)
+
+
 def test_headline_counts_verdicts_per_group_and_states_the_scope(rendered):
     model = _model(rendered)
     counts = {
@@ -520,6 +524,22 @@ def test_kernels_runner_figure_is_embedded_as_an_inert_image(tmp_path):
     assert str(report.kernels_section(results, tmp_path)[0]["figure"]).startswith("<svg")
 
 
+@pytest.mark.parametrize("content", [b"", b"not an archive", "empty"])
+def test_a_torn_kernels_archive_leaves_the_scores_and_no_figure(tmp_path, content):
+    run_dir = tmp_path / "runs" / "kernels-run"
+    run_dir.mkdir(parents=True)
+    if content == "empty":
+        np.savez(run_dir / "kernels.npz")  # an archive without an array
+    else:
+        (run_dir / "kernels.npz").write_bytes(content)
+    results = pd.DataFrame(
+        [dict(run_id="kernels-run", kind="kernels", status="done", centre_surround_score=1.0)]
+    )
+    section = report.kernels_section(results, tmp_path)
+    assert section[0]["scores"] == [("centre_surround_score", "1")]
+    assert section[0]["figure"] is None
+
+
 # ---------------------------------------------------------------- golden fragments
 
 
@@ -644,6 +664,19 @@ def test_audit_report_reports_a_missing_store_in_one_line(tmp_path):
     out = _audit_report("--store", str(tmp_path / "nowhere"), "--out", str(tmp_path), "--no-pdf")
     assert out.returncode == 2
     assert "audit report: error:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_audit_report_reports_an_unwritable_out_directory_in_one_line(tmp_path):
+    csv_file = tmp_path / "results.csv"
+    csv_file.write_text("dataset,arch,norm,epochs,seed,test_top1\ncifar10,vgg16,bn,20,0,90.35\n")
+    (tmp_path / "taken").write_text("a file where the report directory should go")
+    out = _audit_report(
+        "--claims", "claims.yaml", "--results-csv", str(csv_file), "--out", str(tmp_path / "taken"),
+        "--no-pdf", "--group", "table1",
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "audit report: error:" in out.stderr and "cannot write the report" in out.stderr
+    assert "taken" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_a_store_without_results_gives_a_report_of_missing_claims(tmp_path):

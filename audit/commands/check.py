@@ -10,8 +10,14 @@ import argparse
 import gc
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audit import PROJECT_ROOT
+
+if TYPE_CHECKING:  # imported lazily below: `audit check --help` must stay fast
+    import pandas as pd
+
+    from audit.claims import ClaimSet
 
 HELP = "compare results with the claims; exit 0 within tolerance, 1 not, 2 bad input"
 DEFAULT_CLAIMS = PROJECT_ROOT / "claims.yaml"  # the project's own, wherever audit runs
@@ -73,7 +79,7 @@ def split_list(values: list[str] | None) -> list[str] | None:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
-def select_claims(args: argparse.Namespace):  # -> audit.claims.ClaimSet
+def select_claims(args: argparse.Namespace) -> ClaimSet:
     from audit.claims import load_claims
     from audit.errors import AuditError
 
@@ -90,17 +96,25 @@ def select_claims(args: argparse.Namespace):  # -> audit.claims.ClaimSet
     )
 
 
-def load_table(args: argparse.Namespace):  # -> pandas.DataFrame
+def load_table(args: argparse.Namespace) -> pd.DataFrame:
+    """The CSVs' rows when --results is given, else the store's runs."""
+    store = None if args.results else (args.store or Path(DEFAULT_STORE))
+    return load_results_table(store, args.results or [])
+
+
+def load_results_table(store: Path | None, csvs: list[Path]) -> pd.DataFrame:
+    """The store's runs and every CSV's rows in one results table, with their problems."""
     import pandas as pd
 
     from audit.results import load_results, load_results_csv
 
-    if args.results:
-        tables = [load_results_csv(path) for path in args.results]
-        table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
-        table.attrs = {"problems": [p for t in tables for p in t.attrs.get("problems", [])]}
-        return table
-    return load_results(args.store or Path(DEFAULT_STORE))
+    tables = [load_results(store)] if store is not None else []
+    tables += [load_results_csv(path) for path in csvs]
+    if len(tables) == 1:
+        return tables[0]
+    table = pd.concat(tables, ignore_index=True)
+    table.attrs = {"problems": [p for t in tables for p in t.attrs.get("problems", [])]}
+    return table
 
 
 def main(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from audit.commands.check import DEFAULT_STORE, add_selection_arguments
+from audit.commands.check import DEFAULT_STORE, add_selection_arguments, load_results_table
 
 HELP = "render the HTML and PDF reproduction report"
 
@@ -68,19 +68,6 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"audit report: wrote {paths.html}" + (f" and {paths.pdf}" if paths.pdf else ""))
     return 0
-
-
-def load_results_table(store: Path | None, csvs: list[Path]):  # -> pandas.DataFrame
-    """The store's runs and every CSV's rows in one results table."""
-    import pandas as pd
-
-    from audit.results import load_results, load_results_csv
-
-    tables = [load_results(store)] if store is not None else []
-    tables += [load_results_csv(path) for path in csvs]
-    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
-    table.attrs = {"problems": [p for t in tables for p in t.attrs.get("problems", [])]}
-    return table
 
 
 def command_line() -> str:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audit.commands.check import add_selection_arguments, select_claims
 from audit.errors import AuditError
+
+if TYPE_CHECKING:
+    from audit.claims import Claim, ClaimSet
 
 HELP = "check a claims file without running anything"
 
@@ -37,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_experiments(claims) -> None:
+def check_experiments(claims: ClaimSet) -> None:
     """Every runnable experiment must be a valid runner spec (names, fields, values).
 
     The runners' spec classes do not import torch, so this stays a cheap, offline check.
@@ -58,13 +62,13 @@ def check_experiments(claims) -> None:
                 ) from None
 
 
-def _claim_line(claim) -> str:
+def _claim_line(claim: Claim) -> str:
     gate = "" if claim.gate else "  (not gated)"
     value = claim.claimed_text or (claim.statement if claim.type == "relation" else "")
     return f"{claim.id}  {claim.type}  {value}  tol {claim.tolerance.describe()}{gate}"
 
 
-def _summary(claims) -> str:
+def _summary(claims: ClaimSet) -> str:
     groups = Counter(c.group for c in claims)
     types = Counter(c.type for c in claims)
     refs = ", ".join(f"{r.id} ({len(r.values)} values)" for r in claims.reference_sources)
