@@ -39,10 +39,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
 
 from runners import rundir
 from runners.data import Data, load_data
-from runners.deconv import NonFiniteStatisticsError
+from runners.deconv import NonFiniteStatisticsError, resolve_ns_impl
 from runners.errors import RunnerInputError
 from runners.models import build_model
 from runners.specs.classify import ClassifySpec
@@ -50,6 +52,8 @@ from runners.specs.classify import ClassifySpec
 CHECKPOINT_FORMAT = 1
 MULTISTEP_FIRST = 0.4  # the authors' --milestone: first decay at 0.4 E, then every 0.4 E
 MULTISTEP_GAMMA = 0.1  # --multistep-gamma
+# provenance.json's wording of the layers' default ("auto") Newton-Schulz implementation
+NS_GRADIENT = {"closed_form": "closed-form gradient", "unrolled": "unrolled autograd"}
 
 
 class Diverged(Exception):
@@ -81,7 +85,7 @@ def run(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     say = rundir.RunLog(run_dir / rundir.LOG_FILE, log)
-    write_spec(run_dir, cfg)
+    rundir.write_spec(run_dir, cfg.to_dict(), lambda d: ClassifySpec.from_dict(d).to_dict())
     dev = pick_device(device)
     with precision_settings(cfg.allow_tf32, dev) as precision, cpu_threads(threads):
         # --- model, data, optimiser: seeded first, as the authors' torch.manual_seed(0) ---
@@ -160,7 +164,7 @@ def train_and_evaluate(
     cfg: ClassifySpec,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    scheduler: LRScheduler,
     data: Data,
     dev: torch.device,
     epoch: int,
@@ -195,7 +199,7 @@ def train_epoch(
     cfg: ClassifySpec,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    scheduler: LRScheduler,
     data: Data,
     dev: torch.device,
     epoch: int,
@@ -227,7 +231,7 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, dev: torch.device) -> tuple[float, float]:
+def evaluate(model: nn.Module, loader: DataLoader, dev: torch.device) -> tuple[float, float]:
     """(mean loss, top-1 in percent) on the whole loader, in eval mode."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
@@ -248,7 +252,9 @@ def evaluate(model: nn.Module, loader: Any, dev: torch.device) -> tuple[float, f
 # ---------------------------------------------------------------------------------------------
 
 
-def make_scheduler(cfg: ClassifySpec, optimizer: torch.optim.Optimizer, iters_per_epoch: int):
+def make_scheduler(
+    cfg: ClassifySpec, optimizer: torch.optim.Optimizer, iters_per_epoch: int
+) -> LRScheduler:
     """Cosine to 0 over the run's own budget, or the authors' multistep alternative."""
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -274,7 +280,7 @@ def multistep_milestones(epochs: int) -> list[int]:
     return milestones
 
 
-def step_quietly(scheduler: Any) -> None:
+def step_quietly(scheduler: LRScheduler) -> None:
     """Step a per-epoch scheduler before the epoch's optimiser steps, as the authors do
     (PyTorch warns about that order, which is intended here)."""
     with warnings.catch_warnings():
@@ -408,7 +414,7 @@ def save_checkpoint(
     cfg: ClassifySpec,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    scheduler: LRScheduler,
     data: Data,
     state: TrainState,
     seconds: tuple[float, float],
@@ -445,7 +451,7 @@ def load_checkpoint(
     cfg: ClassifySpec,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    scheduler: LRScheduler,
     data: Data,
 ) -> TrainState:
     """Restore everything saved by save_checkpoint; refuse a checkpoint of another spec."""
@@ -455,7 +461,11 @@ def load_checkpoint(
         raise RunnerInputError(
             f"cannot read the checkpoint {path} ({exc}); delete it to restart the run"
         ) from None
-    if payload.get("format") != CHECKPOINT_FORMAT or payload.get("spec") != cfg.to_dict():
+    if (
+        not isinstance(payload, dict)
+        or payload.get("format") != CHECKPOINT_FORMAT
+        or payload.get("spec") != cfg.to_dict()
+    ):
         raise RunnerInputError(
             f"{path} belongs to another spec or checkpoint format; use a fresh run directory "
             "or delete the checkpoint to restart"
@@ -482,22 +492,6 @@ def rewrite_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def write_spec(run_dir: Path, cfg: ClassifySpec) -> None:
-    """spec.yaml = the effective spec; a directory holding another spec is refused."""
-    path = run_dir / rundir.SPEC_FILE
-    if path.exists():
-        try:
-            existing = ClassifySpec.from_dict(rundir.read_spec(run_dir)).to_dict()
-        except (ValueError, yaml.YAMLError, RunnerInputError):
-            existing = None
-        if existing != cfg.to_dict():
-            raise RunnerInputError(
-                f"{path} holds a different spec than the one given; "
-                "use a fresh run directory for a different experiment"
-            )
-    rundir.atomic_write_yaml(path, cfg.to_dict())
-
-
 def data_deviations(data: Data) -> list[str]:
     """Departures that come from the data rather than the spec."""
     prov = data.provenance
@@ -522,7 +516,9 @@ def write_provenance(
     if path.exists() and state.epoch > 0:
         with contextlib.suppress(ValueError):
             previous = json.loads(path.read_text(encoding="utf-8"))
-            earlier = [*previous.pop("attempts", []), previous]
+            if isinstance(previous, dict):  # anything else is a damaged file: start afresh
+                attempts = previous.pop("attempts", [])
+                earlier = [*(attempts if isinstance(attempts, list) else []), previous]
     provenance = rundir.collect_provenance(
         started_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         seed=cfg.seed,
@@ -534,7 +530,7 @@ def write_provenance(
         num_workers=num_workers,
         cpu_threads=torch.get_num_threads(),
         # How the Newton-Schulz inverse root is differentiated (same values up to rounding):
-        newton_schulz="closed-form gradient" if dev.type == "cpu" else "unrolled autograd",
+        newton_schulz=NS_GRADIENT[resolve_ns_impl("auto", dev)],
         dataset=data.provenance,
         deviations=deviations,
         resumed_from_epoch=state.epoch,

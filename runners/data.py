@@ -35,6 +35,7 @@ from torchvision.datasets.utils import check_integrity
 
 from runners.errors import RunnerInputError
 from runners.rundir import atomic_write_json
+from runners.specs.classify import ClassifySpec
 
 DATA_DIR_ENV = "AUDIT_DATA_DIR"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -226,9 +227,15 @@ def _gunzip_atomic(source: Path, target: Path) -> None:
 
 def _source_of(info: DatasetInfo, root: Path, downloaded: bool) -> str:
     note = expected_files(info, root)[0].parent / SOURCE_NOTE
-    if note.is_file():
-        return json.loads(note.read_text(encoding="utf-8"))["source"]
-    return "downloaded by torchvision" if downloaded else "data directory"
+    if not note.is_file():
+        return "downloaded by torchvision" if downloaded else "data directory"
+    try:
+        return str(json.loads(note.read_text(encoding="utf-8"))["source"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunnerInputError(
+            f"{note} is not a readable source note ({exc!r}); it only records where the "
+            "data files came from: delete it (the files stay usable) or restore it"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,25 +333,33 @@ def _construct(
     transform = make_transform(info, train=train, augment=augment)
     try:
         return cls(str(root), train=train, transform=transform, download=download)
-    except RuntimeError as exc:
-        raise RunnerInputError(_load_failure(info, root, exc)) from None
-    except OSError as exc:  # a failed download (URLError is an OSError)
-        raise RunnerInputError(
+    except OSError as exc:
+        if not download:  # e.g. an unreadable file: its error says which and why
+            raise RunnerInputError(_load_failure(info, root, exc, md5_checked=False)) from None
+        raise RunnerInputError(  # a failed download (URLError is an OSError)
             f"could not download {info.name} into {root.resolve()}: {exc}. Download it on a "
             f"machine with internet access and copy {info.how_to_get} into that directory"
         ) from None
+    # torchvision's own errors for damaged files: a failed md5 check (RuntimeError), a bad
+    # IDX header (AssertionError, ValueError), a truncated or foreign CIFAR pickle.
+    except (RuntimeError, AssertionError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise RunnerInputError(_load_failure(info, root, exc, cls in UNVERIFIED)) from None
 
 
-def _load_failure(info: DatasetInfo, root: Path, exc: Exception) -> str:
-    if info.tv_class in UNVERIFIED:
-        bad = ", ".join(_md5_failures(info, root)) or str(exc)
+def _load_failure(info: DatasetInfo, root: Path, exc: Exception, md5_checked: bool) -> str:
+    if md5_checked:
+        bad = ", ".join(_md5_failures(info, root)) or repr(exc)
         return (
             f"dataset {info.name} in {root.resolve()} failed torchvision's md5 check ({bad}): "
             "the files are corrupted or not the official ones. Re-download them (--download), "
             "or, for synthetic/test data only, skip the check with --unverified-data "
             "(verify=False)"
         )
-    return f"dataset {info.name} in {root.resolve()} could not be loaded: {exc}"
+    return (
+        f"dataset {info.name} in {root.resolve()} could not be loaded ({exc!r}): the files are "
+        f"damaged or not in torchvision's format. Replace them with {info.how_to_get}, or "
+        "re-download them (--download)"
+    )
 
 
 def _md5_failures(info: DatasetInfo, root: Path) -> list[str]:
@@ -394,7 +409,7 @@ def make_loader(
 
 
 def load_data(
-    spec: Any,
+    spec: ClassifySpec,
     data_dir: Path | None = None,
     *,
     download: bool = False,

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 LAYOUTS = ("interleaved", "contiguous")
 ISQRT_METHODS = ("newton_schulz", "exact")
 MOMENTS = ("uncentred", "centred")
+NS_IMPLS = ("auto", "unrolled", "closed_form", "spectral")
 
 
 class NonFiniteStatisticsError(FloatingPointError):
@@ -57,9 +58,6 @@ def _no_autocast(device: torch.device) -> AbstractContextManager:
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for half/bfloat16/float32, float64 stays float64."""
     return torch.promote_types(dtype, torch.float32)
-
-
-NS_IMPLS = ("auto", "unrolled", "closed_form", "spectral")
 
 
 def isqrt_newton_schulz(a: Tensor, n_iter: int, impl: str = "auto") -> Tensor:
@@ -84,9 +82,7 @@ def isqrt_newton_schulz(a: Tensor, n_iter: int, impl: str = "auto") -> Tensor:
     """
     if n_iter < 1:
         raise ValueError(f"n_iter must be >= 1, got {n_iter}")
-    _check_ns_impl(impl)
-    if impl == "auto":
-        impl = "closed_form" if a.device.type == "cpu" else "unrolled"
+    impl = resolve_ns_impl(impl, a.device)
     with _no_autocast(a.device):
         a = a.to(_stat_dtype(a.dtype))
         shape = a.shape
@@ -106,6 +102,13 @@ def _check_ns_impl(impl: str) -> str:
     if impl not in NS_IMPLS:
         raise ValueError(f"ns_impl must be one of {NS_IMPLS}, got {impl!r}")
     return impl
+
+
+def resolve_ns_impl(impl: str, device: torch.device) -> str:
+    """The Newton-Schulz implementation `impl` stands for on `device` ("auto" resolved)."""
+    if _check_ns_impl(impl) != "auto":
+        return impl
+    return "closed_form" if device.type == "cpu" else "unrolled"
 
 
 def _newton_schulz_iterate(y: Tensor, n_iter: int) -> Tensor:
@@ -280,6 +283,20 @@ def _check_finite(cov: Tensor, layer: nn.Module) -> None:
 def _ema_(buffer: Tensor, value: Tensor, momentum: float) -> None:
     """buffer <- (1 - momentum) * buffer + momentum * value, in place, without gradient."""
     buffer.mul_(1.0 - momentum).add_(value.detach().to(buffer.dtype), alpha=momentum)
+
+
+def _track(layer: nn.Module, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
+    """EMA of the batch mu and D into the layer's running buffers (FastDeconv, Delinear);
+    returns the batch values, which the training forward uses."""
+    with torch.no_grad():
+        _ema_(layer.running_mean, mean, layer.momentum)
+        _ema_(layer.running_deconv, deconv, layer.momentum)
+    return mean, deconv
+
+
+def _folded_bias(bias: Tensor | None, shift: Tensor) -> Tensor:
+    """b' = bias - W' mu, or -W' mu for a layer without bias (where the authors' code fails)."""
+    return -shift if bias is None else bias.to(shift.dtype) - shift
 
 
 def _select_block(block: int, channels: int) -> int:
@@ -474,17 +491,14 @@ class FastDeconv(nn.Module):
             wd = w.view(-1, n_f) @ deconv
             shift = (wd @ mean).view(c_out, -1).sum(1)
             w_folded = wd.view_as(w)
-        bias = -shift if self.bias is None else self.bias.to(shift.dtype) - shift
+        bias = _folded_bias(self.bias, shift)
         return w_folded.to(self.weight.dtype), bias.to(self.weight.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         frozen = self._next_frozen()
         with _no_autocast(x.device):
             if self.training and not frozen:
-                mean, deconv = self._batch_statistics(x)
-                with torch.no_grad():
-                    _ema_(self.running_mean, mean, self.momentum)
-                    _ema_(self.running_deconv, deconv, self.momentum)
+                mean, deconv = _track(self, *self._batch_statistics(x))
             else:
                 mean, deconv = self.running_mean, self.running_deconv
             weight, bias = self._fold(mean, deconv)
@@ -549,15 +563,12 @@ class Delinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         with _no_autocast(x.device):
             if self.training:
-                mean, deconv = self._batch_statistics(x)
-                with torch.no_grad():
-                    _ema_(self.running_mean, mean, self.momentum)
-                    _ema_(self.running_deconv, deconv, self.momentum)
+                mean, deconv = _track(self, *self._batch_statistics(x))
             else:
                 mean, deconv = self.running_mean, self.running_deconv
             wd = self.weight.to(deconv.dtype).reshape(-1, self.block) @ deconv
             shift = (wd @ mean).view(self.out_features, -1).sum(1)
-            bias = -shift if self.bias is None else self.bias.to(shift.dtype) - shift
+            bias = _folded_bias(self.bias, shift)
             weight = wd.view_as(self.weight).to(self.weight.dtype)
         return F.linear(x, weight, bias.to(self.weight.dtype))
 

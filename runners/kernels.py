@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from runners import rundir
+from runners.classify import pick_device
 from runners.deconv import isqrt_exact, isqrt_newton_schulz
 from runners.errors import RunnerInputError
 from runners.specs.kernels import KernelsSpec
@@ -621,9 +622,9 @@ def run(
     kspec = KernelsSpec.from_dict(dict(spec))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.atomic_write_yaml(run_dir / rundir.SPEC_FILE, kspec.to_dict())
+    rundir.write_spec(run_dir, kspec.to_dict(), lambda d: KernelsSpec.from_dict(d).to_dict())
     say = rundir.RunLog(run_dir / rundir.LOG_FILE, log)
-    torch_device = torch.device(device or "cpu")
+    torch_device = pick_device(device or "cpu")  # a bad name is a RunnerInputError
     images = open_images(kspec, data_dir)
     say(f"kernels: {len(images)} {kspec.source} images, k={kspec.kernel_size}, isqrt={kspec.isqrt}")
     mean, std = (images.mean, images.std) if kspec.normalise else (None, None)

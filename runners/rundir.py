@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from runners.errors import RunnerInputError
+
 SPEC_FILE = "spec.yaml"
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
@@ -185,6 +187,29 @@ def read_spec(run_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a mapping")
     return data
+
+
+def write_spec(
+    run_dir: Path, spec: dict[str, Any], effective: Callable[[dict[str, Any]], dict[str, Any]]
+) -> None:
+    """spec.yaml = the effective `spec`; a directory that holds another spec is refused.
+
+    `effective` turns a spec read back from disk into its effective form (the runner's spec
+    class), so a file written with implicit defaults still matches; an unreadable or invalid
+    file counts as another spec.
+    """
+    path = Path(run_dir) / SPEC_FILE
+    if path.exists():
+        try:
+            existing = effective(read_spec(run_dir))
+        except (ValueError, TypeError, yaml.YAMLError, RunnerInputError):
+            existing = None
+        if existing != spec:
+            raise RunnerInputError(
+                f"{path} holds a different spec than the one given; "
+                "use a fresh run directory for a different experiment"
+            )
+    atomic_write_yaml(path, spec)
 
 
 class RunLog:

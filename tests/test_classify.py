@@ -147,6 +147,24 @@ def test_resume_drops_metrics_lines_past_the_checkpoint(tmp_path, mnist_dir):
     assert torch.equal(load_checkpoint(run_dir)["rng"]["torch"], checkpoint["rng"]["torch"])
 
 
+def test_a_damaged_provenance_file_does_not_stop_a_resume(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    train(mlp_spec(epochs=1), run_dir, mnist_dir)
+    (run_dir / rundir.PROVENANCE_FILE).write_text("[1, 2]", encoding="utf-8")  # not an object
+    assert train(mlp_spec(epochs=1), run_dir, mnist_dir).status == "done"
+    provenance = json.loads((run_dir / rundir.PROVENANCE_FILE).read_text())
+    assert provenance["attempts"] == [] and provenance["resumed_from_epoch"] == 1
+    assert provenance["newton_schulz"] == "closed-form gradient"  # "auto" on the CPU
+
+
+def test_a_checkpoint_that_is_not_ours_is_one_clear_error(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.save([1, 2], run_dir / rundir.CHECKPOINT_FILE)  # loadable, but not a checkpoint
+    with pytest.raises(RunnerInputError, match="another spec or checkpoint format"):
+        train(mlp_spec(epochs=1), run_dir, mnist_dir)
+
+
 def test_a_run_directory_of_another_spec_is_refused(tmp_path, mnist_dir):
     train(mlp_spec(epochs=1), tmp_path / "run", mnist_dir)
     with pytest.raises(RunnerInputError, match="different spec"):

@@ -93,6 +93,22 @@ def test_synthetic_cifar_fails_the_md5_check_unless_verification_is_skipped(tmp_
     assert "SKIPPED" in loaded.provenance["verification"]
 
 
+@pytest.mark.parametrize("content", [b"", b"\x00" * 100])
+def test_damaged_mnist_files_are_one_clear_error(tmp_path, content):
+    fakedata.write_mnist(tmp_path, n_train=20, n_test=10)
+    (tmp_path / "MNIST" / "raw" / fakedata.IDX_FILES[("train", "images")]).write_bytes(content)
+    with pytest.raises(RunnerInputError, match="damaged or not in torchvision's format"):
+        data.load_data(spec("mnist"), tmp_path, log=quiet)
+
+
+def test_damaged_unverified_cifar_file_is_one_clear_error(tmp_path):
+    fakedata.write_cifar10(tmp_path, n_train=10, n_test=5)
+    (tmp_path / fakedata.CIFAR10_FOLDER / "data_batch_1").write_bytes(b"not a pickle")
+    with pytest.raises(RunnerInputError, match="could not be loaded") as err:
+        data.load_data(spec("cifar10"), tmp_path, verify=False, log=quiet)
+    assert "md5" not in str(err.value)  # the check was skipped, so it cannot be the cause
+
+
 def test_missing_data_names_dataset_directory_and_remedy(tmp_path):
     with pytest.raises(RunnerInputError) as err:
         data.load_data(spec("cifar10"), tmp_path / "empty", log=quiet)
@@ -119,6 +135,17 @@ def test_fashion_mnist_falls_back_on_the_debian_package(tmp_path):
     )
     assert again.provenance["source"] == loaded.provenance["source"]  # remembered
     assert again.provenance["sha256"] == loaded.provenance["sha256"]
+
+
+def test_a_damaged_source_note_is_one_clear_error(tmp_path):
+    system = fakedata.write_fashion_mnist_gz(tmp_path / "usr-share", n_train=30, n_test=10)
+    data.load_data(spec("fashion-mnist"), tmp_path / "d", log=quiet, system_fashion_mnist=system)
+    note = tmp_path / "d" / "FashionMNIST" / "raw" / data.SOURCE_NOTE
+    note.write_text("{not json", encoding="utf-8")
+    with pytest.raises(RunnerInputError, match=r"source\.json is not a readable source note"):
+        data.load_data(
+            spec("fashion-mnist"), tmp_path / "d", log=quiet, system_fashion_mnist=system
+        )
 
 
 def test_fashion_mnist_missing_everywhere_is_one_clear_error(tmp_path):

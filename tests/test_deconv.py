@@ -20,6 +20,7 @@ from runners.deconv import (
     NonFiniteStatisticsError,
     isqrt_exact,
     isqrt_newton_schulz,
+    resolve_ns_impl,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +228,14 @@ def test_default_forward_is_the_matrix_iteration_bit_for_bit():
     # "auto" on the CPU only changes how the gradient is computed, never the forward value.
     a = _spd(16, cond=1e3, dtype=torch.float32, seed=7).requires_grad_()
     assert torch.equal(isqrt_newton_schulz(a, 5), isqrt_newton_schulz(a, 5, "unrolled"))
+
+
+def test_auto_resolves_to_closed_form_on_the_cpu_and_unrolled_elsewhere():
+    assert resolve_ns_impl("auto", torch.device("cpu")) == "closed_form"
+    assert resolve_ns_impl("auto", torch.device("cuda", 0)) == "unrolled"
+    assert resolve_ns_impl("spectral", torch.device("cuda")) == "spectral"
+    with pytest.raises(ValueError, match="ns_impl"):
+        resolve_ns_impl("eigh", torch.device("cpu"))
 
 
 def test_newton_schulz_keeps_leading_batch_shape_and_rejects_bad_options():

@@ -220,6 +220,18 @@ def test_run_writes_every_file(tmp_path):
     assert again["images"]["sha256"] == provenance["images"]["sha256"]
 
 
+def test_a_run_directory_of_another_spec_is_refused(tmp_path):
+    spec = {"kind": "kernels", "n_images": 2, "image_size": 32}
+    run(spec, tmp_path / "r")
+    with pytest.raises(RunnerInputError, match="different spec"):
+        run({**spec, "kernel_size": 3}, tmp_path / "r")
+
+
+def test_bad_device_is_reported(tmp_path):
+    with pytest.raises(RunnerInputError, match="unknown device 'gpu0'"):
+        run({"kind": "kernels", "n_images": 2, "image_size": 32}, tmp_path / "r", device="gpu0")
+
+
 def test_pinned_image_checksum_must_match(tmp_path):
     spec = {"kind": "kernels", "n_images": 12, "image_size": 32, "images_sha256": "0" * 64}
     with pytest.raises(RunnerInputError, match="images_sha256"):

@@ -9,6 +9,7 @@ for the six Table-1 models beyond the four main ones.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import cache
 
 import pytest
@@ -208,6 +209,10 @@ def test_model_wide_nd_options_reach_every_layer_but_the_hard_coded_ones() -> No
     assert (layers[0].n_iter, layers[0].freeze) == (10, True)
     head = net.head.fc
     assert isinstance(head, Delinear) and (head.n_iter, head.eps, head.block) == (7, 1e-3, 256)
+    # The paper-era head gets --eps, --deconv-iter and --stride too (the authors' main.py).
+    pre = build_model("resnext29", "nd", 10, replace(nd, head="channel_deconv")).head.pre
+    assert isinstance(pre, ChannelDeconv)
+    assert (pre.n_iter, pre.eps, pre.block, pre.sampling_stride) == (7, 1e-3, 256, 2)
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)

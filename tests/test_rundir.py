@@ -6,6 +6,7 @@ import os
 import pytest
 
 from runners import rundir
+from runners.errors import RunnerInputError
 from runners.rundir import RunResult
 
 
@@ -73,3 +74,18 @@ def test_provenance_names_the_commit_packages_and_host():
     assert len(prov["project"]["commit"]) == 40  # this test runs inside the git checkout
     assert prov["packages"]["pyyaml"]
     assert prov["host"]
+
+
+def test_write_spec_refuses_a_directory_of_another_spec(tmp_path):
+    def effective(spec: dict) -> dict:
+        return {"lr": 0.1, **spec}  # a spec class filling one default
+
+    rundir.write_spec(tmp_path, {"lr": 0.1, "epochs": 1}, effective)
+    rundir.write_spec(tmp_path, {"lr": 0.1, "epochs": 1}, effective)  # the same: rewritten
+    (tmp_path / rundir.SPEC_FILE).write_text("epochs: 1\n")  # implicit default: still the same
+    rundir.write_spec(tmp_path, {"lr": 0.1, "epochs": 1}, effective)
+    with pytest.raises(RunnerInputError, match="different spec"):
+        rundir.write_spec(tmp_path, {"lr": 0.1, "epochs": 2}, effective)
+    (tmp_path / rundir.SPEC_FILE).write_text("[not, a, mapping]\n")
+    with pytest.raises(RunnerInputError, match="different spec"):
+        rundir.write_spec(tmp_path, {"lr": 0.1, "epochs": 1}, effective)

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING
 
 from runners.errors import RunnerInputError
+
+if TYPE_CHECKING:  # annotations only: importing this module must not import torch
+    from torch import nn
+
+    from runners.specs.classify import NDOptions
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ ARCHS: dict[str, ArchInfo] = {
 
 
 def arch_info(name: str) -> ArchInfo:
+    """The registry entry of `name`, or a RunnerInputError listing the known names."""
     try:
         return ARCHS[name]
     except KeyError:
@@ -51,8 +57,8 @@ def arch_info(name: str) -> ArchInfo:
         ) from None
 
 
-def build_model(arch: str, norm: str, num_classes: int, nd: Any) -> Any:
-    """Build `arch` with `norm` for `num_classes`; `nd` is a runners.specs.classify.NDOptions."""
+def build_model(arch: str, norm: str, num_classes: int, nd: NDOptions | None) -> nn.Module:
+    """Build `arch` with `norm` for `num_classes`; `nd` None means the authors' ND defaults."""
     info = arch_info(arch)
     if norm not in info.norms:
         raise RunnerInputError(

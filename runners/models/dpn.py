@@ -21,7 +21,13 @@ from runners.specs.classify import NDOptions
 STEM_ND = {"freeze": True, "n_iter": 10}
 CARDINALITY = 32
 # DPN-92: per stage (bottleneck width, residual width, blocks, dense growth, stride)
-CFG_92 = ((96, 256, 3, 16, 1), (192, 512, 4, 32, 2), (384, 1024, 20, 24, 2), (768, 2048, 3, 128, 2))
+Stage = tuple[int, int, int, int, int]
+CFG_92: tuple[Stage, ...] = (
+    (96, 256, 3, 16, 1),
+    (192, 512, 4, 32, 2),
+    (384, 1024, 20, 24, 2),
+    (768, 2048, 3, 128, 2),
+)
 
 
 class DualPathBlock(nn.Module):
@@ -57,7 +63,7 @@ class DualPathBlock(nn.Module):
 
 
 class DPN(nn.Module):
-    def __init__(self, switch: NormSwitch, cfg: tuple, num_classes: int) -> None:
+    def __init__(self, switch: NormSwitch, cfg: tuple[Stage, ...], num_classes: int) -> None:
         super().__init__()
         self.stem = switch.conv_norm(3, 64, 3, padding=1, **STEM_ND)
         blocks, last_planes = [], 64

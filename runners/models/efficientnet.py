@@ -26,7 +26,8 @@ from runners.specs.classify import NDOptions
 
 STEM_ND = {"freeze": True, "n_iter": 10}
 # Per stage: (expansion, out_channels, num_blocks, stride)
-CFG_B0 = (
+Stage = tuple[int, int, int, int]
+CFG_B0: tuple[Stage, ...] = (
     (1, 16, 1, 2),
     (6, 24, 2, 1),
     (6, 40, 2, 2),
@@ -64,7 +65,7 @@ class MBConv(nn.Module):
 
 
 class EfficientNet(nn.Module):
-    def __init__(self, switch: NormSwitch, cfg: tuple, num_classes: int) -> None:
+    def __init__(self, switch: NormSwitch, cfg: tuple[Stage, ...], num_classes: int) -> None:
         super().__init__()
         self.stem = switch.conv_norm(3, 32, 3, padding=1, **STEM_ND)
         blocks_switch = NormSwitch("bn", switch.nd)  # the authors' blocks never deconvolve

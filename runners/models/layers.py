@@ -135,12 +135,14 @@ class NormSwitch:
         else:
             fc = nn.Linear(features, num_classes)
         if head == "channel_deconv":
-            # Paper-era head: whitens the last feature map before the pool (nd-spec 1.5).
+            # Paper-era head: whitens the last feature map before the pool (nd-spec 1.5), with
+            # the model-wide --eps, --deconv-iter and --stride as the authors' main.py passes.
             pre = ChannelDeconv(
                 nd.block_fc,
                 eps=nd.eps,
                 n_iter=nd.n_iter,
                 momentum=nd.momentum,
+                sampling_stride=nd.sampling_stride,
                 moment=nd.fc_moment,
             )
         return Head(pre, pool, fc)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from importlib import import_module
 from typing import Any
 
 from runners.errors import RunnerInputError
@@ -46,8 +47,7 @@ def spec_class(kind: str) -> type:
         known = ", ".join(sorted(_SPEC_CLASSES))
         raise RunnerInputError(f"unknown experiment kind {kind!r}; known kinds: {known}") from None
     module_name, _, attr = target.partition(":")
-    module = __import__(module_name, fromlist=[attr])
-    return getattr(module, attr)
+    return getattr(import_module(module_name), attr)
 
 
 def effective_spec(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,13 @@ from typing import Any
 
 from runners.errors import RunnerInputError
 from runners.models import ARCHS  # the registry's names; importing it does not import torch
-from runners.specs.checks import require_choice, require_positive_int
+from runners.specs.checks import (
+    is_number,
+    require_bool,
+    require_choice,
+    require_non_negative_int,
+    require_positive_int,
+)
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist")
 FLAT_DATASETS = ("mnist", "fashion-mnist")  # 28x28 grey images, fed to the MLP
@@ -51,9 +57,9 @@ class NDOptions:
         require_choice("nd.fc_moment", self.fc_moment, FC_MOMENTS)
         for name in ("block", "sampling_stride", "n_iter", "block_fc"):
             require_positive_int(f"nd.{name}", getattr(self, name))
-        if not (isinstance(self.eps, int | float) and 0 < self.eps < 1):
+        if not (is_number(self.eps) and 0 < self.eps < 1):
             raise RunnerInputError(f"nd.eps must be in (0, 1), got {self.eps!r}")
-        if not (isinstance(self.momentum, int | float) and 0 < self.momentum <= 1):
+        if not (is_number(self.momentum) and 0 < self.momentum <= 1):
             raise RunnerInputError(f"nd.momentum must be in (0, 1], got {self.momentum!r}")
 
 
@@ -92,7 +98,9 @@ class ClassifySpec:
         for name in ("dataset", "arch", "norm", "epochs"):
             if name not in data:
                 raise RunnerInputError(f"classify spec is missing the required field {name!r}")
-        nd = data.pop("nd", None) or {}
+        nd = data.pop("nd", None)
+        if nd is None:  # absent, or an empty `nd:` in YAML
+            nd = {}
         if isinstance(nd, NDOptions):
             nd_options = nd
         elif isinstance(nd, dict):
@@ -130,20 +138,18 @@ class ClassifySpec:
         require_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for name in ("epochs", "batch_size"):
             require_positive_int(name, getattr(self, name))
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise RunnerInputError(f"seed must be a non-negative integer, got {self.seed!r}")
+        require_non_negative_int("seed", self.seed)
         for name in ("train_subset", "test_subset"):
             if getattr(self, name) is not None:
                 require_positive_int(name, getattr(self, name))
         for name in ("lr", "momentum", "weight_decay"):
             value = getattr(self, name)
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-                or value < 0
-            ):
+            if not is_number(value) or not math.isfinite(value) or value < 0:
                 raise RunnerInputError(f"{name} must be a non-negative number, got {value!r}")
+        # A string such as "false" is truthy: it would silently turn TF32 or augmentation on.
+        require_bool("allow_tf32", self.allow_tf32)
+        if self.augment is not None:
+            require_bool("augment", self.augment)
         self.nd.validate()
 
     def to_dict(self) -> dict[str, Any]:

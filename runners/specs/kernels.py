@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from runners.errors import RunnerInputError
-from runners.specs.checks import require_choice, require_positive_int
+from runners.specs.checks import (
+    is_number,
+    require_bool,
+    require_choice,
+    require_non_negative_int,
+    require_positive_int,
+)
 
 SOURCES = ("skimage", "folder", "cifar10", "cifar100")
 ISQRT = ("exact", "newton_schulz")
@@ -117,14 +123,11 @@ class KernelsSpec:
             raise RunnerInputError(
                 "n_iter only applies to isqrt newton_schulz; drop it or set isqrt: newton_schulz"
             )
-        eps = self.eps
-        if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 < eps < math.inf:
+        if not is_number(self.eps) or not 0 < self.eps < math.inf:
             raise RunnerInputError(f"eps must be a positive number, got {self.eps!r}")
         for name in ("normalise", "per_image"):
-            if not isinstance(getattr(self, name), bool):
-                raise RunnerInputError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise RunnerInputError(f"seed must be a non-negative integer, got {self.seed!r}")
+            require_bool(name, getattr(self, name))
+        require_non_negative_int("seed", self.seed)
         self._validate_sizes()
         self._validate_checksum()
 
