@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-LAYOUTS = ("interleaved", "contiguous")
+from runners.specs.classify import FC_MOMENTS, ND_LAYOUTS  # the options, named once
+
 ISQRT_METHODS = ("newton_schulz", "exact")
-MOMENTS = ("uncentred", "centred")
 NS_IMPLS = ("auto", "unrolled", "closed_form", "spectral")
 
 
@@ -357,8 +357,8 @@ class FastDeconv(nn.Module):
         super().__init__()
         if not isinstance(kernel_size, int):
             raise TypeError(f"FastDeconv kernel_size must be an int, got {kernel_size!r}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if layout not in ND_LAYOUTS:
+            raise ValueError(f"layout must be one of {ND_LAYOUTS}, got {layout!r}")
         if isqrt not in ISQRT_METHODS:
             raise ValueError(f"isqrt must be one of {ISQRT_METHODS}, got {isqrt!r}")
         _check_ns_impl(ns_impl)
@@ -604,8 +604,8 @@ class ChannelDeconv(nn.Module):
         ns_impl: str = "auto",
     ) -> None:
         super().__init__()
-        if moment not in MOMENTS:
-            raise ValueError(f"moment must be one of {MOMENTS}, got {moment!r}")
+        if moment not in FC_MOMENTS:
+            raise ValueError(f"moment must be one of {FC_MOMENTS}, got {moment!r}")
         self.block, self.eps, self.n_iter = block, eps, n_iter
         self.momentum, self.sampling_stride, self.moment = momentum, sampling_stride, moment
         self.ns_impl = _check_ns_impl(ns_impl)
