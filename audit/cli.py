@@ -1,27 +1,17 @@
 """The `audit` command: one subcommand per verb, each in its own module.
 
 Only the chosen verb's module is imported, so `audit --help` and `audit check` never
-import torch. Each command module provides `HELP` (one line), `add_arguments(parser)`
-and `main(args) -> int` (the exit code).
+import torch. Each command module, audit.commands.<verb>, provides `HELP` (one line, the
+same as SUMMARY's, which the top-level help shows without importing every module),
+`add_arguments(parser)` and `main(args) -> int` (the exit code).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from importlib import import_module
-
-# verb -> module under audit.commands
-COMMANDS = {
-    "run": "run",
-    "plan": "plan",
-    "status": "status",
-    "check": "check",
-    "report": "report",
-    "validate": "validate",
-    "train": "train",
-    "kernels": "kernels",
-}
 
 SUMMARY = {
     "run": "plan, launch, wait, check and report: the one-command audit (safe to repeat)",
@@ -33,6 +23,7 @@ SUMMARY = {
     "train": "train one classification run (BN / ND / MLP) into a run directory",
     "kernels": "compute first-layer deconvolution kernels and their centre-surround score",
 }
+COMMANDS = tuple(SUMMARY)  # the verbs, in help order; each is a module under audit.commands
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -44,7 +35,7 @@ def _top_parser() -> argparse.ArgumentParser:
         + "\n".join(f"  {verb:<10} {SUMMARY[verb]}" for verb in COMMANDS)
         + "\n\nRun `audit VERB --help` for a verb's options.",
     )
-    parser.add_argument("verb", choices=list(COMMANDS), metavar="VERB", help="what to do")
+    parser.add_argument("verb", choices=COMMANDS, metavar="VERB", help="what to do")
     return parser
 
 
@@ -57,14 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     verb, rest = argv[0], argv[1:]
     if verb not in COMMANDS:
         top.error(f"unknown verb {verb!r} (choose from {', '.join(COMMANDS)})")
-    module = import_module(f"audit.commands.{COMMANDS[verb]}")
-    parser = argparse.ArgumentParser(prog=f"audit {verb}", description=SUMMARY[verb])
+    module = import_module(f"audit.commands.{verb}")
+    parser = argparse.ArgumentParser(prog=f"audit {verb}", description=module.HELP)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     return _run_reporting_errors(verb, module.main, args)
 
 
-def _run_reporting_errors(verb, func, args) -> int:
+def _run_reporting_errors(
+    verb: str, func: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
     """Bad input ends in one line on stderr and exit code 2, never a traceback."""
     from audit.errors import AuditError
     from runners.errors import RunnerInputError

@@ -68,15 +68,9 @@ class SlurmParams:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(SlurmParams)}
-INT_FIELDS = {
-    "time_min",
-    "gpus_per_node",
-    "cpus_per_task",
-    "mem_gb",
-    "array_parallelism",
-    "signal_delay_s",
-    "max_num_timeout",
-}
+# the annotations are strings (from __future__ import annotations): "int", "str | None", ...
+INT_FIELDS = {name for name, f in FIELDS.items() if f.type.split(" | ")[0] == "int"}
+STR_FIELDS = {name for name, f in FIELDS.items() if f.type.split(" | ")[0] == "str"}
 
 
 def load_cluster_section(path: Path | None) -> dict[str, Any]:
@@ -105,14 +99,17 @@ def slurm_params(
             f"{where}: unknown cluster key(s) {', '.join(unknown)}; valid keys: {', '.join(FIELDS)}"
         )
     merged = {**config, **{k: v for k, v in flags.items() if v is not None}}
-    for key in INT_FIELDS & set(merged):
-        value = merged[key]
-        if value is not None and (
+    for key, value in merged.items():
+        if value is None:
+            continue
+        if key in INT_FIELDS and (
             not isinstance(value, int) or isinstance(value, bool) or value < 0
         ):
             raise AuditError(
                 f"{where}: cluster.{key} must be a non-negative integer, got {value!r}"
             )
+        if key in STR_FIELDS and not isinstance(value, str):
+            raise AuditError(f"{where}: cluster.{key} must be a string, got {value!r}")
     if merged.get("time_min") == 0 or merged.get("array_parallelism") == 0:
         raise AuditError(f"{where}: time_min and array_parallelism must be at least 1")
     return SlurmParams(**merged)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import submitit
 
@@ -46,6 +47,7 @@ from audit.store import (
     result_is_finished,
     scheduler_ids,
 )
+from runners.rundir import CHECKPOINT_FILE, LOG_FILE, RESULT_FILE
 
 EXECUTORS = ("local", "slurm", "debug")
 # Scheduler states of a job that may still train (SLURM's, plus the local executor's).
@@ -62,6 +64,7 @@ ACTIVE_STATES = (
     "SIGNALING",
     "STAGE_OUT",
 )
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 UNKNOWN_GRACE_S = 300  # a job sacct has never heard of this long after submission is lost
 
 
@@ -99,32 +102,29 @@ def _clear_stale_files(store: Store, rid: str) -> None:
     """A corrupt result/checkpoint is moved aside (never used), a failed result removed (its
     reason is kept in job.json's attempts)."""
     try:
-        result = store.result(rid)
+        store.result(rid)
     except ValueError as exc:
-        moved = store.quarantine(rid, "result.json")
+        moved = store.quarantine(rid, RESULT_FILE)
         _note(store, rid, f"corrupt result moved to {moved.name}: {exc}")
-        result = None
-    if result is not None and result.status == "failed":
-        (store.run_dir(rid) / "result.json").unlink()
+    if store.result_status(rid) == "failed":
+        (store.run_dir(rid) / RESULT_FILE).unlink()
     problem = checkpoint_is_corrupt(store.run_dir(rid))
     if problem:
-        moved = store.quarantine(rid, "checkpoint.pt")
+        moved = store.quarantine(rid, CHECKPOINT_FILE)
         _note(store, rid, f"{problem}; moved to {moved.name}, training from scratch")
 
 
 def _note(store: Store, rid: str, message: str) -> None:
     store.update_job(rid, lambda job: job.setdefault("notes", []).append(_stamp(message)))
-    with open(store.run_dir(rid) / "log.txt", "a", encoding="utf-8") as handle:
+    with open(store.run_dir(rid) / LOG_FILE, "a", encoding="utf-8") as handle:
         handle.write(_stamp(message) + "\n")
 
 
 def _attempt(store: Store, rid: str, spec: dict[str, Any], options: RunOptions) -> dict[str, Any]:
     from runners.errors import RunnerInputError
     from runners.registry import get_runner
-    from runners.rundir import METRICS_FILE, read_jsonl
 
-    start_epoch = len(read_jsonl(store.run_dir(rid) / METRICS_FILE))
-    index = _record_attempt_start(store, rid, start_epoch)
+    index = _record_attempt_start(store, rid, store.epochs_done(rid))
     outcome: dict[str, Any] = {"run_id": rid, "outcome": "interrupted"}
     try:
         runner = get_runner(spec["kind"])
@@ -198,6 +198,24 @@ class JobFunction(submitit.helpers.Checkpointable):
 # ----------------------------------------------------------------------------- executors
 
 
+class Executor(Protocol):
+    """What `launch` needs of an executor."""
+
+    name: str
+
+    def submit(self, specs: list[dict[str, Any]]) -> list[str]:
+        """Start (or queue) one job per spec; their job ids, in order."""
+
+    def poll(self, job_ids: list[str]) -> dict[str, str] | None:
+        """State per known job id; None when the scheduler did not answer."""
+
+    def log_files(self, job_id: str) -> list[Path]:
+        """The job's own output files, for failure reasons."""
+
+    def shutdown(self) -> None:
+        """Stop what must not outlive this process (local children); SLURM jobs go on."""
+
+
 class DebugExecutor:
     """In this process, at submission (tests; no scheduler)."""
 
@@ -223,6 +241,9 @@ class DebugExecutor:
 
     def log_files(self, job_id: str) -> list[Path]:
         return []
+
+    def shutdown(self) -> None:
+        pass
 
 
 class LocalExecutor:
@@ -259,7 +280,7 @@ class LocalExecutor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
             log.close()
             running += 1
@@ -294,10 +315,14 @@ class LocalExecutor:
                 proc.terminate()
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux prctl
+    PR_SET_PDEATHSIG), and end now if `parent` died between the fork and the prctl (the
+    kernel would never send the signal then)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class SlurmExecutor:
@@ -334,6 +359,9 @@ class SlurmExecutor:
         folder = self.store.slurm_dir / job_id
         return sorted(folder.glob("*_log.err")) + sorted(folder.glob("*_log.out"))
 
+    def shutdown(self) -> None:
+        pass  # the jobs belong to SLURM; a later `audit run` re-attaches to them
+
 
 def sacct_states(job_ids: list[str]) -> dict[str, str] | None:
     """State per job id (array tasks as <job>_<task>) from one sacct call; None when sacct
@@ -360,7 +388,7 @@ def make_executor(
     *,
     params: SlurmParams | None = None,
     parallel: int = 1,
-):
+) -> Executor:
     """The executor called `name`; unknown names are an AuditError."""
     if name == "debug":
         return DebugExecutor(store, options)
@@ -395,7 +423,7 @@ class LaunchReport:
 def launch(
     specs: list[dict[str, Any]],
     store: Store,
-    executor: Any,
+    executor: Executor,
     *,
     retries: int = 2,
     force: bool = False,
@@ -452,14 +480,16 @@ def _report_corrupt(store: Store, run_ids: list[str], say: Callable[[str], None]
             say(f"run {rid}: {problem}; it will be moved aside and the run trained again")
 
 
-def _recorded_states(store: Store, executor: Any, run_ids: list[str]) -> dict[str, str]:
+def _recorded_states(store: Store, executor: Executor, run_ids: list[str]) -> dict[str, str]:
     """Scheduler states of the SLURM jobs job.json files name (one sacct call)."""
     if executor.name != "slurm":
         return {}
     return executor.poll(scheduler_ids(store, run_ids)) or {}
 
 
-def _prepare(store: Store, item: Tracked, force: bool, recorded: dict[str, str], report) -> bool:
+def _prepare(
+    store: Store, item: Tracked, force: bool, recorded: dict[str, str], report: LaunchReport
+) -> bool:
     """Whether `item` needs waiting for; writes its spec and re-attaches a live SLURM job or a
     run another process is training."""
     rid = item.run_id
@@ -481,7 +511,9 @@ def _prepare(store: Store, item: Tracked, force: bool, recorded: dict[str, str],
     return True
 
 
-def _submit(store: Store, executor: Any, items: list[Tracked], say) -> None:
+def _submit(
+    store: Store, executor: Executor, items: list[Tracked], say: Callable[[str], None]
+) -> None:
     if not items:
         return
     for item in items:
@@ -498,10 +530,9 @@ def _submit(store: Store, executor: Any, items: list[Tracked], say) -> None:
 def _drop_failed_result(store: Store, rid: str) -> None:
     """Before a retry: a failed result.json would make the run look settled (job.json keeps
     the reason); a corrupt one is moved aside by the job itself."""
-    with store.try_lock(rid) as got, contextlib.suppress(ValueError):
-        result = store.result(rid) if got else None
-        if result is not None and result.status == "failed":
-            (store.run_dir(rid) / "result.json").unlink()
+    with store.try_lock(rid) as got:
+        if got and store.result_status(rid) == "failed":
+            (store.run_dir(rid) / RESULT_FILE).unlink()
 
 
 def _record_submission(store: Store, rid: str, executor: str, job_id: str) -> None:
@@ -522,7 +553,12 @@ def _is_active(state: str | None) -> bool:
 
 
 def _settle(
-    store: Store, executor, item: Tracked, states: dict[str, str], retries: int, say
+    store: Store,
+    executor: Executor,
+    item: Tracked,
+    states: dict[str, str],
+    retries: int,
+    say: Callable[[str], None],
 ) -> str | None:
     """None: still running. "retry": resubmit. Otherwise the run's final status."""
     state = states.get(item.job_id or "")
@@ -546,18 +582,10 @@ def _settle(
     tail = store.log_tail(item.run_id, executor.log_files(item.job_id))
     reason = f"{why} after {item.submissions} attempt(s); last output:\n{tail}".strip()
     with store.try_lock(item.run_id) as got:
-        if got and not _has_failed_result(store, item.run_id):
+        if got and store.result_status(item.run_id) != "failed":
             store.record_failure(item.run_id, reason)
     say(f"run {item.run_id} failed: {why}")
     return "failed"
-
-
-def _has_failed_result(store: Store, rid: str) -> bool:
-    try:
-        result = store.result(rid)
-    except ValueError:
-        return False
-    return result is not None and result.status == "failed"
 
 
 def _child_main(payload: str) -> int:
@@ -575,6 +603,7 @@ if __name__ == "__main__":
 __all__ = [
     "EXECUTORS",
     "FINISHED",
+    "Executor",
     "JobFunction",
     "RunOptions",
     "launch",

@@ -73,10 +73,22 @@ class Plan:
     def deviates(self) -> bool:
         return any(r.deviations for r in self.runs)
 
+    @property
+    def label(self) -> str | None:
+        """The profile's label, where some run departs from the protocol (else None)."""
+        return self.profile.label if self.deviates else None
+
+    @property
+    def note(self) -> str | None:
+        """The NOTE line's text wherever the plan's runs are shown; None without deviations."""
+        if not self.deviates:
+            return None
+        return self.profile.label or "some runs deviate from the protocol"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "profile": self.profile.name,
-            "label": self.profile.label if self.deviates else None,
+            "label": self.label,
             "seeds": self.seeds,
             "runs": len(self.runs),
             "epochs": self.total_epochs,
@@ -225,8 +237,8 @@ def _merge_skipped(skipped: list[SkippedExperiment]) -> list[SkippedExperiment]:
 def format_plan(plan: Plan) -> str:
     """The matrix as text: a label line, one line per run, skipped experiments, totals."""
     lines = [f"profile {plan.profile.name}: {plan.profile.description}"]
-    if plan.deviates:
-        lines.append(f"NOTE: {plan.profile.label or 'some runs deviate from the protocol'}")
+    if plan.note:
+        lines.append(f"NOTE: {plan.note}")
     lines.append(f"{'run id':<58} {'epochs':>6} {'GPU-h':>8}  deviations")
     for run in plan.runs:
         devs = "; ".join(run.deviations) or "-"

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from audit.store import Store
+from audit.store import FINISHED, Store
 
 
 class Progress:
@@ -22,7 +22,7 @@ class Progress:
         *,
         stream: TextIO | None = None,
         bar: bool | None = None,
-    ):
+    ) -> None:
         self.store = store
         self.total_runs = total_runs
         self.stream = stream or sys.stderr
@@ -38,7 +38,7 @@ class Progress:
         for item in tracked:
             state = self.store.state(item.run_id, states)
             epochs_total += max(state.epochs_planned, 1)
-            if state.status in ("done", "diverged", "failed"):
+            if state.status in (*FINISHED, "failed"):
                 done += 1
                 epochs_done += max(state.epochs_planned, 1)
                 continue
@@ -80,6 +80,13 @@ class Progress:
         self._bar.set_description(label, refresh=False)
         self._bar.set_postfix_str(detail, refresh=False)
         self._bar.update(n - self._bar.n)
+
+    def write(self, message: str) -> None:
+        """An event line, above the bar on a terminal (so neither overwrites the other)."""
+        if self._bar is not None:
+            self._bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

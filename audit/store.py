@@ -21,26 +21,31 @@ import os
 import shutil
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from audit.errors import AuditError
 from runners.rundir import (
     CHECKPOINT_FILE,
+    LOG_FILE,
     METRICS_FILE,
     RunResult,
     atomic_write_json,
     atomic_write_yaml,
     read_jsonl,
     read_result,
+    read_spec,
     write_result,
 )
 
 RUNS_DIR = "runs"
 LOCK_FILE = "lock"
 JOB_FILE = "job.json"
+JOB_GUARD = ".job.lock"  # serialises read-modify-writes of job.json
 PLAN_FILE = "plan.json"
 SPEC_FILE = "spec.yaml"
 LOG_TAIL_LINES = 20
@@ -103,17 +108,13 @@ class Store:
     @contextlib.contextmanager
     def try_lock(self, run_id: str) -> Iterator[bool]:
         """Hold the run's lock for the `with` body; yields False (not waiting) when another
-        live process holds it."""
+        live process holds it. The holder writes "<pid> <host>" into the lock file."""
         path = self.run_dir(run_id) / LOCK_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    yield False
-                    return
-                raise
+            if not _flock_nowait(handle):
+                yield False
+                return
             try:
                 handle.seek(0)
                 handle.truncate()
@@ -124,18 +125,26 @@ class Store:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def is_locked(self, run_id: str) -> bool:
-        """Whether a live process holds the run's lock (probe: take and drop it at once)."""
-        if not (self.run_dir(run_id) / LOCK_FILE).exists():
+        """Whether a live process holds the run's lock (probe: take and drop it at once,
+        leaving the file and its holder's "<pid> <host>" as they were)."""
+        try:
+            handle = open(self.run_dir(run_id) / LOCK_FILE)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
             return False
-        with self.try_lock(run_id) as got:
-            return not got
+        with handle:
+            if not _flock_nowait(handle):
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
 
     # ------------------------------------------------------------------ files
 
     def write_spec(self, run_id: str, spec: dict[str, Any]) -> None:
         atomic_write_yaml(self.run_dir(run_id) / SPEC_FILE, spec)
 
-    def read_job(self, run_id: str) -> dict[str, Any]:
+    def read_job(self, run_id: str, *, quarantine: bool = True) -> dict[str, Any]:
+        """The run's job.json; {} when absent or torn. A torn one is moved aside unless
+        `quarantine` is False (readers such as `audit status` change nothing)."""
         path = self.run_dir(run_id) / JOB_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -143,14 +152,15 @@ class Store:
             return {}
         except ValueError:
             # bookkeeping only: a torn job.json loses the job ids, never a result
-            self.quarantine(run_id, JOB_FILE)
+            if quarantine:
+                self.quarantine(run_id, JOB_FILE)
             return {}
         return data if isinstance(data, dict) else {}
 
     def update_job(self, run_id: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Read-modify-write job.json under its own lock (the trainer and the launcher both
         write it; the run lock cannot serialise them, the trainer holds it for hours)."""
-        guard = self.run_dir(run_id) / ".job.lock"
+        guard = self.run_dir(run_id) / JOB_GUARD
         guard.parent.mkdir(parents=True, exist_ok=True)
         with open(guard, "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -177,7 +187,7 @@ class Store:
         target = run_dir / f"previous-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         target.mkdir()
         for item in run_dir.iterdir():
-            if item == target or item.name in (LOCK_FILE, ".job.lock", SPEC_FILE):
+            if item == target or item.name in (LOCK_FILE, JOB_GUARD, SPEC_FILE):
                 continue
             if item.name.startswith("previous-"):
                 continue
@@ -188,25 +198,43 @@ class Store:
         """The run's result; None when absent. A corrupt one raises ValueError."""
         return read_result(self.run_dir(run_id))
 
+    def result_status(self, run_id: str) -> str | None:
+        """The status of the run's result; None when it is absent or corrupt."""
+        try:
+            result = self.result(run_id)
+        except ValueError:
+            return None
+        return result.status if result is not None else None
+
+    def epochs_done(self, run_id: str) -> int:
+        """Lines in the run's metrics.jsonl: the epochs trained so far. A corrupt line is not
+        counted (a resumed runner rewrites the file from its checkpoint)."""
+        path = self.run_dir(run_id) / METRICS_FILE
+        try:
+            return len(read_jsonl(path))
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError):
+                return sum(map(_is_json_line, path.read_text(errors="replace").splitlines()))
+            return 0
+
     def record_failure(self, run_id: str, reason: str) -> None:
         """Write a failed result.json (the trainer never got to write one)."""
         spec = _read_spec_or_empty(self.run_dir(run_id))
-        epochs_done = len(read_jsonl(self.run_dir(run_id) / METRICS_FILE))
         write_result(
             self.run_dir(run_id),
             RunResult(
                 run_id=run_id,
                 status="failed",
                 reason=reason,
-                epochs_completed=epochs_done,
-                epochs_planned=int(spec.get("epochs") or 0),
+                epochs_completed=self.epochs_done(run_id),
+                epochs_planned=_planned_epochs(spec),
             ),
         )
 
-    def log_tail(self, run_id: str, extra: list[Path] = (), lines: int = LOG_TAIL_LINES) -> str:
+    def log_tail(self, run_id: str, extra: Sequence[Path] = (), lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of the run's log (and of e.g. SLURM's stderr), for failure reasons."""
         chunks = []
-        for path in [self.run_dir(run_id) / "log.txt", *extra]:
+        for path in [self.run_dir(run_id) / LOG_FILE, *extra]:
             with contextlib.suppress(OSError):
                 text = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
                 if text:
@@ -229,14 +257,14 @@ class Store:
         """What a run is doing, from its files, its lock and (SLURM) the scheduler's states."""
         run_dir = self.run_dir(run_id)
         spec = _read_spec_or_empty(run_dir)
-        job = self.read_job(run_id)
+        job = self.read_job(run_id, quarantine=False)
         job_id = job.get("job_id")
         sched = (scheduler or {}).get(job_id) if job_id else None
         state = RunState(
             run_id,
             "new",
-            epochs_done=len(read_jsonl(run_dir / METRICS_FILE)),
-            epochs_planned=int(spec.get("epochs") or 0),
+            epochs_done=self.epochs_done(run_id),
+            epochs_planned=_planned_epochs(spec),
             job_id=job_id,
             scheduler_state=sched,
             attempts=len(job.get("attempts", [])),
@@ -268,13 +296,36 @@ def _unfinished_status(job: dict[str, Any], sched: str | None, epochs_done: int)
     return "interrupted" if epochs_done or job.get("attempts") else "new"
 
 
-def _read_spec_or_empty(run_dir: Path) -> dict[str, Any]:
-    from runners.rundir import read_spec
+def _flock_nowait(handle: Any) -> bool:
+    """Take an exclusive flock on the open file `handle`; False when another holds it."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
 
+
+def _read_spec_or_empty(run_dir: Path) -> dict[str, Any]:
+    """The run's spec.yaml; {} when it is missing or unreadable (states stay computable)."""
     try:
         return read_spec(run_dir)
-    except (OSError, ValueError):
+    except (OSError, ValueError, yaml.YAMLError):
         return {}
+
+
+def _planned_epochs(spec: dict[str, Any]) -> int:
+    epochs = spec.get("epochs")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else 0
+
+
+def _is_json_line(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def checkpoint_is_corrupt(run_dir: Path) -> str | None:
@@ -296,18 +347,14 @@ def checkpoint_is_corrupt(run_dir: Path) -> str | None:
 
 def result_is_finished(store: Store, run_id: str) -> bool:
     """True for a valid done/diverged result; a corrupt result counts as unfinished."""
-    try:
-        result = store.result(run_id)
-    except ValueError:
-        return False
-    return result is not None and result.status in FINISHED
+    return store.result_status(run_id) in FINISHED
 
 
 def scheduler_ids(store: Store, run_ids: list[str]) -> list[str]:
     """The SLURM job ids recorded for `run_ids` (for one batched sacct call)."""
     ids = []
     for rid in run_ids:
-        job = store.read_job(rid)
+        job = store.read_job(rid, quarantine=False)
         if job.get("executor") == "slurm" and job.get("job_id"):
             ids.append(str(job["job_id"]))
     return ids

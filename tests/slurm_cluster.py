@@ -387,10 +387,22 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+VERBS = ("start", "stop", "status")
+
+
 def main(argv: list[str]) -> int:
     verb = argv[0] if argv else "status"
+    if verb not in VERBS or len(argv) > 1:
+        print(
+            f"usage: slurm-cluster.sh [{'|'.join(VERBS)}] (got {' '.join(argv)})", file=sys.stderr
+        )
+        return 2
     if verb == "start":
-        cluster = start_cluster()
+        try:
+            cluster = start_cluster()
+        except (ClusterUnavailable, OSError, subprocess.SubprocessError) as exc:
+            print(f"slurm-cluster: cannot start the cluster: {exc}", file=sys.stderr)
+            return 1
         print(f"export SLURM_CONF={cluster.conf}")
         return 0
     if verb == "stop":

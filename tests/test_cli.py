@@ -50,3 +50,33 @@ def test_no_arguments_prints_help_and_fails():
     out = _run_audit()
     assert out.returncode == 2
     assert "verbs:" in out.stdout
+
+
+def test_each_verbs_module_has_the_summary_as_its_help():
+    """SUMMARY (the top-level help, shown without importing every verb) and each module's
+    HELP (its own --help) say the same."""
+    from importlib import import_module
+
+    for verb in cli.COMMANDS:
+        module = import_module(f"audit.commands.{verb}")
+        assert cli.SUMMARY[verb] == module.HELP, verb
+        assert callable(module.add_arguments) and callable(module.main)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--threads", "0", "--out", "{tmp}/run"], "--threads must be at least 1, got 0"),
+        (["train", "--out", "{tmp}/file/run"], "cannot create the run directory"),
+        (["kernels", "--out", "{tmp}/file"], "cannot create the run directory"),
+    ],
+)
+def test_train_and_kernels_bad_input_fails_before_torch_loads(tmp_path, args, message):
+    (tmp_path / "file").write_text("not a folder")
+    if args[0] == "train":
+        args += ["--arch", "mlp", "--norm", "nd", "--dataset", "fashion-mnist", "--epochs", "1"]
+    out = _run_audit(*[a.format(tmp=tmp_path) for a in args])
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert out.stdout.strip().endswith("NO_TORCH")

@@ -7,6 +7,7 @@ compared with tests/golden/sbatch_array.txt.
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -216,6 +217,11 @@ def test_cluster_config_is_validated(tmp_path):
     config.write_text("cluster:\n  partition: gpu\n  time_min: 60\n")
     params = slurm_params(load_cluster_section(config), {"time_min": 30, "qos": None})
     assert (params.partition, params.time_min, params.qos) == ("gpu", 30, None)
+    config.write_text("cluster:\n  partition: [gpu, a100]\n")
+    with pytest.raises(AuditError, match=r"cluster\.partition must be a string, got \['gpu'"):
+        slurm_params(load_cluster_section(config), {}, where=str(config))
+    with pytest.raises(AuditError, match=r"cluster\.time_min must be a non-negative integer"):
+        slurm_params({"time_min": "4h"}, {})
 
 
 def _audit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -237,6 +243,9 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
         ),
         (["status", "--store", str(tmp_path / "none")], "no result store at"),
         (["run", "--claims", claims, "--detach"], "--detach needs --executor slurm"),
+        (["run", "--claims", claims, "--poll", "-1"], "--poll must be 0 or more seconds"),
+        (["run", "--claims", claims, "--poll", "nan"], "--poll must be 0 or more seconds"),
+        (["run", "--claims", claims, "--parallel", "0"], "--parallel must be at least 1"),
     ]
     for args, message in cases:
         out = _audit(*args, cwd=tmp_path)
@@ -312,3 +321,114 @@ def test_two_launches_on_one_store_train_each_run_once(store, data_dir):
         outcomes = [a["outcome"] for a in store.read_job(run_id(spec))["attempts"]]
         assert outcomes.count("done") == 1, outcomes
         assert len(read_jsonl(store.run_dir(run_id(spec)) / "metrics.jsonl")) == spec["epochs"]
+
+
+# ----------------------------------------------------------------------------- local, killed
+
+# Loaded by every Python process of the killed audit below (through PYTHONPATH): each epoch's
+# log line, written after its checkpoint, is followed by a pause, so the test can kill
+# `audit run` between epochs without racing them.
+SLOW_EPOCHS = """\
+import os, time
+from runners.rundir import RunLog
+_say = RunLog.__call__
+def _slow_say(self, message):
+    _say(self, message)
+    if message.startswith("epoch "):
+        time.sleep(float(os.environ["ND_TEST_EPOCH_PAUSE_S"]))
+RunLog.__call__ = _slow_say
+"""
+
+
+def _local_audit_run(store_dir: Path, data_dir: Path, env: dict | None = None):
+    claims = str(Path(__file__).resolve().parent.parent / "claims.yaml")
+    cmd = [sys.executable, "-m", "audit.cli", "run", "--claims", claims, "--profile", "ci"]
+    cmd += ["--id", "mlp.fashion-mnist.nd-not-worse.vs-bn"]  # two runs: nd, then bn
+    cmd += ["--executor", "local", "--store", str(store_dir), "--data-dir", str(data_dir)]
+    cmd += ["--poll", "0.2", "--no-report"]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+
+
+def _wait_for(predicate, what: str, timeout: float = 60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_a_killed_local_audit_run_resumes_without_retraining(tmp_path):
+    """SIGKILL of `audit run --executor local` while a run trains: its trainer dies with it
+    (the lock is free, no orphan writes on), and the next `audit run` keeps the finished run
+    and resumes the interrupted one at its checkpoint."""
+    data_dir = write_fashion_mnist(tmp_path / "data", n_train=128, n_test=128)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_EPOCHS)
+    path = os.pathsep.join([str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])])
+    slow = {**os.environ, "PYTHONPATH": path, "ND_TEST_EPOCH_PAUSE_S": "0.1"}
+    store_dir = tmp_path / "store"
+    first = _local_audit_run(store_dir, data_dir, env=slow)
+    store = _wait_for(lambda: (store_dir / "runs").is_dir() and Store(store_dir), "the store")
+
+    def finished() -> list[str]:
+        return [r for r in store.run_ids() if (store.run_dir(r) / "result.json").exists()]
+
+    def training() -> str | None:  # a run past its second checkpoint, its trainer alive
+        for rid in store.run_ids():
+            log = store.run_dir(rid) / "log.txt"
+            if rid not in finished() and log.exists() and "epoch 2/20:" in log.read_text():
+                return rid if store.is_locked(rid) else None
+        return None
+
+    _wait_for(finished, "the first run to finish")
+    rid = _wait_for(training, "the second run to train")
+    first.kill()  # SIGKILL: `audit run` gets no chance to stop its children
+    first.communicate()
+    done_before = {r: (store.run_dir(r) / "result.json").stat().st_mtime_ns for r in finished()}
+    assert len(done_before) == 1 and rid not in done_before
+
+    # the trainer got SIGTERM from the kernel when its parent died: the lock is free and
+    # nothing writes to the run any more
+    _wait_for(lambda: not store.is_locked(rid), "the orphaned trainer to die", timeout=10)
+    saved = len(read_jsonl(store.run_dir(rid) / "metrics.jsonl"))
+    trainer = store.read_job(rid)["attempts"][-1]
+    assert "end" not in trainer  # killed mid-attempt
+    assert not Path(f"/proc/{trainer['pid']}/cwd").exists()  # gone (or a zombie), not training
+    state = store.state(rid)
+    assert (state.status, state.epochs_done) == ("interrupted", saved)
+    assert 2 <= saved < 20
+
+    second = _local_audit_run(store_dir, data_dir)
+    out, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, out
+    assert "audit run: 2 run(s): 2 done" in out
+    assert "mlp.fashion-mnist.nd-not-worse.vs-bn" in out  # the check table
+    for r, mtime in done_before.items():  # not retrained
+        assert (store.run_dir(r) / "result.json").stat().st_mtime_ns == mtime
+        assert [a["outcome"] for a in store.read_job(r)["attempts"]] == ["done"]
+    attempts = store.read_job(rid)["attempts"]
+    assert [a.get("outcome") for a in attempts] == [None, "done"]
+    assert attempts[1]["start_epoch"] == saved
+    log = (store.run_dir(rid) / "log.txt").read_text()
+    resumed = [int(n) for n in re.findall(r"resuming after epoch (\d+) of 20", log)]
+    # the epoch of the last checkpoint: the metrics lines kept, less the line of an epoch
+    # whose checkpoint the kill may have cut short (the runner writes that line first)
+    assert len(resumed) == 1 and 2 <= resumed[0] <= saved <= resumed[0] + 1, log
+    epochs = [m["epoch"] for m in read_jsonl(store.run_dir(rid) / "metrics.jsonl")]
+    assert epochs == list(range(1, 21))
+    for r in store.run_ids():
+        assert store.state(r).status == "done"
+
+
+def test_slurm_cluster_script_rejects_an_unknown_verb():
+    script = Path(__file__).resolve().parent.parent / "scripts" / "slurm-cluster.sh"
+    out = subprocess.run(["bash", str(script), "strat"], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "usage: slurm-cluster.sh [start|stop|status] (got strat)" in out.stderr

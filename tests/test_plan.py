@@ -131,3 +131,26 @@ def test_unknown_profile_is_one_clear_line(tmp_path):
         "audit plan: error: unknown profile 'fast'; choose one of full, seed-study, quick, ci "
         "(--profile)"
     )
+
+
+def test_recorded_throughputs_come_from_finished_gpu_runs_and_skip_broken_ones(tmp_path):
+    from audit.commands.plan import recorded_throughputs
+    from runners.rundir import RunResult, append_jsonl, atomic_write_yaml, write_result
+
+    def run(name: str, spec: dict, speeds: list, status: str = "done", gpu: float = 60.0):
+        run_dir = tmp_path / "runs" / name
+        atomic_write_yaml(run_dir / "spec.yaml", spec)
+        for speed in speeds:
+            append_jsonl(run_dir / "metrics.jsonl", {"epoch": 1, "images_per_second": speed})
+        write_result(run_dir, RunResult(name, status, gpu_seconds=gpu))
+        return run_dir
+
+    vgg = {"kind": "classify", "arch": "vgg16", "norm": "bn", "epochs": 2}
+    run("good", vgg, [400.0, 600.0])
+    run("cpu", vgg, [10.0], gpu=0.0)  # a CPU run says nothing about GPU throughput
+    run("failed", vgg, [10.0], status="failed")
+    (run("torn-spec", vgg, [10.0]) / "spec.yaml").write_text("arch: [vgg16\n")
+    (run("torn-metrics", vgg, [10.0, 10.0]) / "metrics.jsonl").write_text('{"e\n{"epoch": 2}\n')
+    run("no-norm", {"kind": "kernels", "arch": "vgg16"}, [10.0])
+    assert recorded_throughputs(tmp_path) == {("vgg16", "bn"): 500.0}
+    assert recorded_throughputs(tmp_path / "missing") == {}

@@ -51,6 +51,22 @@ def test_a_lock_held_by_another_process_excludes_and_dies_with_it(store):
         assert store.is_locked(RID)  # even from this process, through another open file
 
 
+def test_probing_the_lock_leaves_its_holders_record(store):
+    """`audit status` probes locks; the lock file keeps naming the process that trained."""
+    holder = _hold_lock(store)
+    lock = store.run_dir(RID) / "lock"
+    try:
+        written = lock.read_text()
+        assert written.split()[0] == str(holder.pid)
+        assert store.is_locked(RID)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not store.is_locked(RID)  # free again: the probe took and dropped it
+    assert lock.read_text() == written
+    assert not store.is_locked("never-trained") and not store.run_dir("never-trained").exists()
+
+
 def test_states_from_files_and_scheduler(store):
     assert store.state(RID).status == "new"
     store.update_job(
@@ -151,3 +167,26 @@ def test_audit_status_reads_the_store_without_torch(store):
     assert text.startswith("NOTE: quick profile: NOT a reproduction")
     assert "epoch 1 of 3" in text and "dataset mnist not found" in text
     assert "2 run(s): 1 failed, 1 interrupted" in text
+
+
+def test_status_of_a_store_with_torn_files_is_a_table_not_a_traceback(store, tmp_path):
+    """A hand-edited or torn spec.yaml / metrics.jsonl leaves the other runs' states intact."""
+    torn_spec, torn_metrics = "torn-spec", "torn-metrics"
+    store.run_dir(torn_spec).mkdir()
+    (store.run_dir(torn_spec) / "spec.yaml").write_text("epochs: [\n")
+    store.write_spec(torn_metrics, {"kind": "classify", "epochs": "many"})
+    (store.run_dir(torn_metrics) / "metrics.jsonl").write_text('{"epoch": 1}\n{bad\n{"epoch": 3}\n')
+    (store.run_dir(torn_metrics) / "job.json").write_text('{"job_id": "1')
+    assert store.epochs_done(torn_metrics) == 2  # the lines that parse
+    assert store.state(torn_spec).status == "new"
+    state = store.state(torn_metrics)
+    assert (state.status, state.epochs_done, state.epochs_planned) == ("interrupted", 2, 0)
+    out = subprocess.run(
+        [sys.executable, "-m", "audit.cli", "status", "--store", str(store.root)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert "3 run(s): 1 interrupted, 2 new" in out.stdout
+    # reading the store changes nothing in it: the torn job.json is left for a writer
+    assert (store.run_dir(torn_metrics) / "job.json").read_text() == '{"job_id": "1'

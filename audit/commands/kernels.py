@@ -99,9 +99,11 @@ def format_summary(metrics: dict[str, float]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from audit.commands.train import make_out_dir
     from runners.specs.kernels import KernelsSpec
 
     spec = KernelsSpec.from_dict(build_spec(args)).to_dict()  # fails before torch loads
+    make_out_dir(args.out)
 
     from runners.kernels import CS_THRESHOLD, run
 

@@ -65,26 +65,36 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
 
 
 def recorded_throughputs(store_dir: Path) -> dict[tuple[str, str], float]:
-    """Mean images/s of finished GPU runs in the store, per (arch, norm)."""
-    from runners.rundir import read_jsonl, read_result, read_spec
-
+    """Mean images/s of finished GPU runs in the store, per (arch, norm); unreadable run
+    directories are left out (an estimate never fails a plan)."""
     rates: dict[tuple[str, str], list[float]] = {}
     runs = Path(store_dir) / "runs"
     for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
-        try:
-            result, spec = read_result(run_dir), read_spec(run_dir)
-        except (OSError, ValueError):
-            continue
-        if result is None or result.status != "done" or result.gpu_seconds <= 0:
-            continue
-        speeds = [
-            m["images_per_second"]
-            for m in read_jsonl(run_dir / "metrics.jsonl")
-            if m.get("images_per_second")
-        ]
-        if speeds and "arch" in spec:
-            rates.setdefault((spec["arch"], spec["norm"]), []).extend(speeds)
+        speeds = _recorded_speeds(run_dir)
+        if speeds:
+            rates.setdefault(speeds[0], []).extend(speeds[1])
     return {key: sum(v) / len(v) for key, v in rates.items()}
+
+
+def _recorded_speeds(run_dir: Path) -> tuple[tuple[str, str], list[float]] | None:
+    """((arch, norm), images/s per epoch) of a finished GPU classification run, else None."""
+    import yaml
+
+    from runners.rundir import METRICS_FILE, read_jsonl, read_result, read_spec
+
+    try:
+        result, spec = read_result(run_dir), read_spec(run_dir)
+        metrics = read_jsonl(run_dir / METRICS_FILE)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if result is None or result.status != "done" or not result.gpu_seconds > 0:
+        return None
+    speeds = [m.get("images_per_second") for m in metrics if isinstance(m, dict)]
+    speeds = [float(v) for v in speeds if isinstance(v, int | float) and v > 0]
+    key = (spec.get("arch"), spec.get("norm"))
+    if not speeds or not all(isinstance(k, str) for k in key):
+        return None
+    return key, speeds
 
 
 def main(args: argparse.Namespace) -> int:

@@ -8,12 +8,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from audit.commands.plan import add_selection_arguments, plan_from_args
 from audit.errors import AuditError
 from audit.plan import SMOKE, Plan, format_plan
+
+if TYPE_CHECKING:
+    from audit.cluster_config import SlurmParams
+    from audit.progress import Progress
+    from audit.store import Store
 
 HELP = "plan, launch, wait, check and report: the one-command audit (safe to repeat)"
 
@@ -34,27 +40,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--reports", type=Path, default=Path("reports"), help="report folder (./reports)")
     slurm = parser.add_argument_group("SLURM (override the `cluster:` section of --config)")
     slurm.add_argument("--config", type=Path, default=None, help="YAML with a cluster: section")
-    slurm.add_argument("--partition")
-    slurm.add_argument("--account")
-    slurm.add_argument("--qos")
-    slurm.add_argument("--time", type=int, dest="time_min", help="minutes per job")
-    slurm.add_argument("--gpus", type=int, dest="gpus_per_node", help="GPUs per job")
-    slurm.add_argument("--cpus", type=int, dest="cpus_per_task", help="CPUs per job")
-    slurm.add_argument("--mem", type=int, dest="mem_gb", help="memory per job in GB")
-    slurm.add_argument("--constraint")
-    slurm.add_argument("--array-parallelism", type=int, help="array tasks at once")
+    for flag, field, kind, text in SLURM_OPTIONS:
+        slurm.add_argument(flag, dest=field, type=kind, help=text)
 
 
-SLURM_FLAGS = (
-    "partition",
-    "account",
-    "qos",
-    "time_min",
-    "gpus_per_node",
-    "cpus_per_task",
-    "mem_gb",
-    "constraint",
-    "array_parallelism",
+# flag, SlurmParams field, type, help: the SLURM parameters a flag can override
+SLURM_OPTIONS = (
+    ("--partition", "partition", str, None),
+    ("--account", "account", str, None),
+    ("--qos", "qos", str, None),
+    ("--time", "time_min", int, "minutes per job"),
+    ("--gpus", "gpus_per_node", int, "GPUs per job"),
+    ("--cpus", "cpus_per_task", int, "CPUs per job"),
+    ("--mem", "mem_gb", int, "memory per job in GB"),
+    ("--constraint", "constraint", str, None),
+    ("--array-parallelism", "array_parallelism", int, "array tasks at once"),
 )
 
 
@@ -73,8 +73,12 @@ def main(args: argparse.Namespace) -> int:
         )
     if args.retries < 0:
         raise AuditError(f"--retries must be 0 or more, got {args.retries}")
+    if args.parallel < 1:
+        raise AuditError(f"--parallel must be at least 1, got {args.parallel}")
+    if not args.poll >= 0:  # also NaN
+        raise AuditError(f"--poll must be 0 or more seconds, got {args.poll}")
     plan = plan_from_args(args)
-    flags = {name: getattr(args, name) for name in SLURM_FLAGS}
+    flags = {field: getattr(args, field) for _, field, _, _ in SLURM_OPTIONS}
     params = slurm_params(
         load_cluster_section(args.config), flags, where=str(args.config or "flags")
     )
@@ -86,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
     return _run(args, plan, params)
 
 
-def _run(args: argparse.Namespace, plan: Plan, params: Any) -> int:
+def _run(args: argparse.Namespace, plan: Plan, params: SlurmParams) -> int:
     from audit.launch import RunOptions, launch, make_executor
     from audit.progress import Progress
     from audit.store import Store
@@ -110,8 +114,7 @@ def _run(args: argparse.Namespace, plan: Plan, params: Any) -> int:
         )
     finally:
         progress.close()
-        if hasattr(executor, "shutdown"):
-            executor.shutdown()
+        executor.shutdown()
     if args.detach:
         return 0
     counts = Counter(report.settled.values())
@@ -123,18 +126,14 @@ def _run(args: argparse.Namespace, plan: Plan, params: Any) -> int:
     return 1 if counts.get("failed") else 0
 
 
-def _say(progress: Any):
+def _say(progress: Progress) -> Callable[[str], None]:
     def say(message: str) -> None:
-        # print above the bar, so progress lines and events do not overwrite each other
-        if progress._bar is not None:
-            progress._bar.write(f"audit run: {message}", file=sys.stderr)
-        else:
-            print(f"audit run: {message}", file=sys.stderr, flush=True)
+        progress.write(f"audit run: {message}")
 
     return say
 
 
-def _check_and_report(args: argparse.Namespace, plan: Plan, store: Any) -> None:
+def _check_and_report(args: argparse.Namespace, plan: Plan, store: Store) -> None:
     """The check table of this plan's runs (not other profiles' runs in the same store),
     then the report."""
     from audit import check
@@ -152,8 +151,8 @@ def _check_and_report(args: argparse.Namespace, plan: Plan, store: Any) -> None:
     if len(results):
         results = results[results["run_id"].isin(planned)]
     table = compare(claims, results)
-    if plan.deviates:
-        print(f"NOTE: {plan.profile.label or 'some runs deviate from the protocol'}")
+    if plan.note:
+        print(f"NOTE: {plan.note}")
     print(check.render_table(table, check.passing_verdicts()))
     if args.no_report:
         return
@@ -179,7 +178,7 @@ def _render(args, plan, claims, table, results, store):
         scope={
             "profile": plan.profile.name,
             "executor": args.executor,
-            "label": plan.profile.label if plan.deviates else None,
+            "label": plan.label,
         },
         command=" ".join(["audit", *sys.argv[1:]]),
         claims_path=args.claims,
@@ -187,7 +186,7 @@ def _render(args, plan, claims, table, results, store):
     )
 
 
-def sbatch_preview(params: Any, store_dir: Path, n_runs: int) -> str:
+def sbatch_preview(params: SlurmParams, store_dir: Path, n_runs: int) -> str:
     """The sbatch header the array would be submitted with (nothing is submitted)."""
     from submitit.slurm.slurm import _make_sbatch_string
 

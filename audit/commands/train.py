@@ -115,6 +115,20 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
+def make_out_dir(path: Path) -> None:
+    """Create the run directory `--out` names (before torch loads); a path that cannot be one
+    is a RunnerInputError."""
+    from runners.errors import RunnerInputError
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunnerInputError(
+            f"--out {path}: cannot create the run directory ({exc.strerror or exc}); "
+            "choose another path"
+        ) from None
+
+
 def main(args: argparse.Namespace) -> int:
     from runners.errors import RunnerInputError
     from runners.specs.classify import ClassifySpec
@@ -123,6 +137,9 @@ def main(args: argparse.Namespace) -> int:
     ClassifySpec.from_dict(spec)  # bad fields (arch, norm, dataset...) fail before torch loads
     if args.workers < 0:
         raise RunnerInputError(f"--workers must be 0 or more, got {args.workers}")
+    if args.threads is not None and args.threads < 1:
+        raise RunnerInputError(f"--threads must be at least 1, got {args.threads}")
+    make_out_dir(args.out)
 
     from runners.classify import run, summary  # imports torch
 
