@@ -35,6 +35,17 @@ def test_explicit_default_and_implicit_default_share_a_run_id():
     assert run_id(effective_spec(BASE)) == run_id(effective_spec({**BASE, "lr": 0.1}))
 
 
+def test_nd_options_do_not_change_the_identity_of_a_bn_run():
+    bn = {**BASE, "norm": "bn"}
+    ablated = {**bn, "nd": {"head": "channel_deconv", "n_iter": 15}}
+    assert run_id(effective_spec(ablated)) == run_id(effective_spec(bn))
+    assert ClassifySpec.from_dict(ablated).deviations() == []
+    with pytest.raises(RunnerInputError, match=r"nd\.head must be one of"):
+        effective_spec({**bn, "nd": {"head": "mlp"}})  # still validated
+    nd_ablated = {**BASE, "nd": {"head": "channel_deconv"}}
+    assert run_id(effective_spec(nd_ablated)) != run_id(effective_spec(BASE))
+
+
 def test_run_id_is_readable_and_ends_in_the_hash():
     spec = effective_spec(BASE)
     rid = run_id(spec)

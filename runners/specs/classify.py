@@ -116,6 +116,10 @@ class ClassifySpec:
             raise RunnerInputError(f"spec field 'nd' must be a mapping, got {nd!r}")
         spec = cls(**data, nd=nd_options)
         spec.validate()
+        if spec.norm != "nd":
+            # ND options cannot change a BN or unnormalised model: keep them out of its identity,
+            # so an ND ablation never gives the BN runs it compares against new run ids.
+            spec = dataclasses.replace(spec, nd=NDOptions())
         return spec
 
     def validate(self) -> None:
