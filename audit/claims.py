@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from audit.errors import AuditError
+from audit.errors import AuditError, read_utf8
 
 SCHEMA_VERSION = 1
 
@@ -278,15 +278,7 @@ class _Reader:
         return AuditError(f"{self.path}:{line}: {message}")
 
     def load(self) -> Y:
-        try:
-            raw = self.path.read_bytes()
-        except OSError as exc:
-            raise AuditError(f"{self.path}: cannot read the claims file ({exc.strerror})") from None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            raise self.fail(line, "not UTF-8 text; save the file as UTF-8") from None
+        text = read_utf8(self.path, "the claims file")
         if not text.strip():
             raise AuditError(
                 f"{self.path}:1: the claims file is empty; start from the example in docs/claims.md"

@@ -25,7 +25,7 @@ import pandas as pd
 
 from audit.claims import ARCHS as KNOWN_ARCHS
 from audit.claims import DATASETS, KINDS, METRICS, NORMS
-from audit.errors import AuditError
+from audit.errors import AuditError, read_utf8
 from runners.rundir import STATUSES, read_result, read_spec
 
 BASE_COLUMNS = (
@@ -168,15 +168,7 @@ def load_results_csv(path: str | Path) -> pd.DataFrame:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     """Every cell as stripped text ("" when empty); header checked."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise AuditError(f"{path}: cannot read the results CSV ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise AuditError(f"{path}:{line}: not UTF-8 text; save the CSV as UTF-8") from None
+    text = read_utf8(path, "the results CSV", encoding="utf-8-sig")  # spreadsheets add a BOM
     if not text.strip():
         raise AuditError(f"{path}:1: the results CSV is empty; it needs a header line first")
     header = [h.strip() for h in next(csv.reader([text.splitlines()[0]]))]
