@@ -133,7 +133,7 @@ class Claim:
     provenance: dict[str, Any] = field(default_factory=dict)
     note: str = ""
     gate: bool = True  # False: shown, but never fails `audit check`
-    runnable: bool = True  # False: no runner on this harness (ImageNet); results only by CSV
+    runnable: bool = True  # False: no runner on this harness; results only by CSV
     display: dict[str, str] = field(default_factory=dict)  # printed names: arch, column, ...
     terms: tuple[Term, ...] = ()  # relation: sum(coef * mean) `op` -tolerance.abs
     op: str | None = None  # relation operator, ">" or ">="

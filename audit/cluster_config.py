@@ -112,4 +112,24 @@ def slurm_params(
             raise AuditError(f"{where}: cluster.{key} must be a string, got {value!r}")
     if merged.get("time_min") == 0 or merged.get("array_parallelism") == 0:
         raise AuditError(f"{where}: time_min and array_parallelism must be at least 1")
-    return SlurmParams(**merged)
+    params = SlurmParams(**merged)
+    _require_training_time(params, where)
+    return params
+
+
+# slurmctld checks time limits every 30 s and sends the --signal warning at the first check
+# where less than signal_delay_s + 30 s remain, so it can come that much before the limit.
+SLURM_CHECK_INTERVAL_S = 30
+
+
+def _require_training_time(params: SlurmParams, where: str) -> None:
+    """A job whose warning signal comes at its start would requeue forever without training."""
+    limit_s = params.time_min * 60
+    if params.signal_delay_s + SLURM_CHECK_INTERVAL_S >= limit_s:
+        raise AuditError(
+            f"{where}: cluster.signal_delay_s ({params.signal_delay_s} s) leaves no training time "
+            f"in cluster.time_min ({params.time_min} min): SLURM may send the requeue signal up "
+            f"to signal_delay_s + {SLURM_CHECK_INTERVAL_S} s before the limit; use a time_min of "
+            f"at least {(params.signal_delay_s + SLURM_CHECK_INTERVAL_S) // 60 + 1} min or a "
+            f"signal_delay_s below {limit_s - SLURM_CHECK_INTERVAL_S} s"
+        )

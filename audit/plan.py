@@ -1,9 +1,9 @@
 """The plan: claims x profile x selection -> effective specs x seeds, one run id each.
 
-Experiments that no runner of this harness can run (ImageNet, architectures without a model)
-are not dropped silently: they are listed as skipped with the reason. The cost estimate uses
-throughputs recorded in the store where a finished run of the same model exists, otherwise
-the defaults below, and says which it used.
+Experiments that no runner of this harness can run (architectures without a model, claims marked
+`runnable: false`, absent data under the profiles that need it) are not dropped silently: they
+are listed as skipped with the reason. The cost estimate uses throughputs recorded in the store
+where a finished run of the same model exists, otherwise the defaults below, and says which.
 """
 
 from __future__ import annotations
@@ -17,23 +17,36 @@ from typing import Any
 from audit.errors import AuditError
 from audit.profiles import Profile, dataset_present
 from runners.errors import RunnerInputError
+from runners.models import input_kind_of
 from runners.registry import RUNNERS
 from runners.specs import effective_spec, run_id, spec_class
 
-# Training-set sizes (test sets are 10k images for all of these).
-TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion-mnist": 60_000}
+# Training- and test-set sizes (ImageNet: ILSVRC-2012 train and val).
+TRAIN_SIZES = {
+    "cifar10": 50_000,
+    "cifar100": 50_000,
+    "mnist": 60_000,
+    "fashion-mnist": 60_000,
+    "imagenet": 1_281_167,
+}
+TEST_SIZES = {"imagenet": 50_000}  # 10k for the others
 TEST_SIZE = 10_000
-# Rough training throughput of one modern GPU in images/s (BN; ND costs about 2x), used
-# until the store holds a finished run of the same architecture and norm.
+# Rough FP32 training throughput of one modern GPU in images/s (BN; ND costs about 2x), per
+# (input kind, arch), used until the store holds a finished run of the same model. Estimates,
+# not measurements: the ImageNet ones assume a loader that keeps up (16 workers).
 DEFAULT_IMAGES_PER_SECOND = {
-    "vgg16": 5000.0,
-    "resnet18": 4000.0,
-    "densenet121": 900.0,
-    "resnext29": 800.0,
-    "mlp": 40000.0,
+    ("cifar", "vgg16"): 5000.0,
+    ("cifar", "resnet18"): 4000.0,
+    ("cifar", "densenet121"): 900.0,
+    ("cifar", "resnext29"): 800.0,
+    ("flat", "mlp"): 40000.0,
+    ("imagenet", "vgg11"): 1200.0,
+    ("imagenet", "resnet18"): 2500.0,
+    ("imagenet", "densenet121"): 900.0,
 }
 ND_SLOWDOWN = 2.0
 SMOKE = "(smoke run of the profile)"  # claim id slot of a profile's own runs
+NOT_RUNNABLE = "the claims file marks it `runnable: false` (results only by CSV)"
 KERNELS_HOURS = 0.02  # covariance of a few hundred photographs: minutes at most
 
 
@@ -118,26 +131,28 @@ def build_plan(
     seeds: int | None = None,
     data_dir: Path,
     extras: bool = True,
-    recorded: dict[tuple[str, str], float] | None = None,
+    recorded: dict[tuple[str, str, str], float] | None = None,
 ) -> Plan:
     """The deduplicated runs the selected `claims` need under `profile`.
 
     `claims` are audit.claims.Claim objects (already selected); non-gating claims and
-    reference-only entries contribute nothing. `recorded` maps (arch, norm) to measured
-    images/s. Raises AuditError when nothing at all is runnable.
+    reference-only entries contribute nothing. `recorded` maps `throughput_key`s to
+    measured images/s.
     """
     n_seeds = profile.seeds if seeds is None else seeds
     if n_seeds < 1:
         raise AuditError(f"--seeds must be at least 1, got {n_seeds}")
     plan = Plan(profile=profile, seeds=list(range(n_seeds)))
     experiments = [
-        (profile.adjust(exp), ids) for exp, ids in _claim_experiments(claims) if profile.keep(exp)
+        (profile.adjust(exp), ids, runnable)
+        for exp, ids, runnable in _claim_experiments(claims)
+        if profile.keep(exp)
     ]
     if extras:  # the profile's own runs, already in final form
-        experiments += [(exp, [SMOKE]) for exp in profile.extras(data_dir)]
+        experiments += [(exp, [SMOKE], True) for exp in profile.extras(data_dir)]
     by_id: dict[str, PlannedRun] = {}
-    for fields, claim_ids in experiments:
-        reason = _not_runnable(fields, profile, data_dir)
+    for fields, claim_ids, runnable in experiments:
+        reason = NOT_RUNNABLE if not runnable else _not_runnable(fields, profile, data_dir)
         if reason:
             plan.skipped.append(SkippedExperiment(fields, claim_ids, reason))
             continue
@@ -150,15 +165,17 @@ def build_plan(
     return plan
 
 
-def _claim_experiments(claims: Iterable[Any]) -> list[tuple[dict[str, Any], list[str]]]:
-    """(experiment, claim ids) in file order; non-runnable claims keep their experiments so
-    the plan can say why they are skipped."""
-    out: list[tuple[dict[str, Any], list[str]]] = []
+def _claim_experiments(
+    claims: Iterable[Any],
+) -> list[tuple[dict[str, Any], list[str], bool]]:
+    """(experiment, claim ids, runnable) in file order; non-runnable claims keep their
+    experiments so the plan can say why they are skipped."""
+    out: list[tuple[dict[str, Any], list[str], bool]] = []
     for claim in claims:
         if not getattr(claim, "gate", True):
             continue
         for exp in claim.experiments():
-            out.append((dict(exp), [claim.id]))
+            out.append((dict(exp), [claim.id], getattr(claim, "runnable", True)))
     return out
 
 
@@ -179,15 +196,18 @@ def _not_runnable(fields: dict[str, Any], profile: Profile, data_dir: Path) -> s
             return f"no runner for dataset {dataset!r} (results can be supplied as CSV)"
         if arch not in ARCHS:
             return f"no model for architecture {arch!r} in runners/models"
-        if fields.get("norm") not in ARCHS[arch].norms:
-            return f"architecture {arch!r} has no norm {fields.get('norm')!r}"
+        kind = input_kind_of(dataset)
+        if kind not in ARCHS[arch].input_kinds:
+            return f"architecture {arch!r} has no model for dataset {dataset!r}"
+        if fields.get("norm") not in ARCHS[arch].norms_for(kind):
+            return f"architecture {arch!r} has no norm {fields.get('norm')!r} on {dataset}"
         if profile.needs_data_present and not dataset_present(dataset, data_dir):
             return f"{dataset} is not in the data directory {data_dir} (profile {profile.name})"
     return None
 
 
 def _planned_run(
-    fields: dict[str, Any], claim_ids: list[str], recorded: dict[tuple[str, str], float]
+    fields: dict[str, Any], claim_ids: list[str], recorded: dict[tuple[str, str, str], float]
 ) -> PlannedRun:
     try:
         spec = effective_spec({"kind": "classify", **fields})
@@ -203,21 +223,27 @@ def spec_deviations(spec: dict[str, Any]) -> list[str]:
     return list(obj.deviations()) if hasattr(obj, "deviations") else []
 
 
+def throughput_key(spec: dict[str, Any]) -> tuple[str, str, str]:
+    """What a recorded throughput is shared by: (input kind, arch, norm). The CIFAR and the
+    ImageNet ResNet-18 share a name, not a speed."""
+    return input_kind_of(spec["dataset"]), spec["arch"], spec["norm"]
+
+
 def estimate_gpu_hours(
-    spec: dict[str, Any], recorded: dict[tuple[str, str], float]
+    spec: dict[str, Any], recorded: dict[tuple[str, str, str], float]
 ) -> tuple[float, str]:
     """(GPU-hours, "recorded" | "default") for one run: epochs x images / throughput."""
     if spec["kind"] != "classify":
         return KERNELS_HOURS, "default"
-    key = (spec["arch"], spec["norm"])
+    key = throughput_key(spec)
     if key in recorded:
         rate, source = recorded[key], "recorded"
     else:
-        rate = DEFAULT_IMAGES_PER_SECOND.get(spec["arch"], 1000.0)
+        rate = DEFAULT_IMAGES_PER_SECOND.get(key[:2], 1000.0)
         rate /= ND_SLOWDOWN if spec["norm"] == "nd" else 1.0
         source = "default"
     train = min(spec.get("train_subset") or 10**9, TRAIN_SIZES[spec["dataset"]])
-    test = min(spec.get("test_subset") or 10**9, TEST_SIZE)
+    test = min(spec.get("test_subset") or 10**9, TEST_SIZES.get(spec["dataset"], TEST_SIZE))
     # evaluation runs forward only: about a third of a training step per image
     seconds = spec["epochs"] * (train + test / 3) / rate
     return seconds / 3600, source

@@ -59,16 +59,6 @@ NORM_LABELS = {"bn": "BN", "nd": "ND", "none": "none"}
 TABLE1_DATASETS = ("cifar10", "cifar100")
 TABLE2_DATASETS = ("imagenet",)
 TABLE2_METRICS = {"test_top1": "top-1", "test_top5": "top-5"}  # Table 2's columns, in order
-# Paper names of the Table 1 / Table 2 models that have no runner here (claims only).
-OTHER_ARCH_LABELS = {
-    "preact": "Preact-18",
-    "mobilev2": "MobileNet v2",
-    "dpn": "DPN-92",
-    "pnasnetA": "PNASNetA",
-    "senet": "SENet-18",
-    "efficient": "EfficientNet",
-    "vgg11": "VGG-11",
-}
 LOG_TAIL_LINES = 20
 MAX_CURVE_PANELS = 24  # per dataset; a figure with more panels is unreadable anyway
 REPORT_PACKAGES = (*PROVENANCE_PACKAGES, "matplotlib", "weasyprint")
@@ -253,11 +243,11 @@ def dataset_label(dataset: Any) -> str:
 
 
 def arch_label(arch: Any) -> str:
-    """The name the paper prints: the runners' registry, else the claims-only models."""
+    """The name the paper prints (the runners' registry), else the name as given."""
     from runners.models import ARCHS  # the registry of paper names; never imports torch
 
     info = ARCHS.get(str(arch))
-    return info.paper_name if info else OTHER_ARCH_LABELS.get(str(arch), str(arch))
+    return info.paper_name if info else str(arch)
 
 
 def arch_order(arch: Any) -> tuple[int, str]:

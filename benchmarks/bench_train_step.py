@@ -1,4 +1,7 @@
-"""Time one training step (forward + backward + SGD) of a CIFAR model with BN and with ND.
+"""Time one training step (forward + backward + SGD) of a model with BN and with ND.
+
+CIFAR models on 3x32x32 inputs by default; `--input imagenet` times the Table 2 models
+(`--arch resnet18|vgg11|densenet121`) on 3x224x224 inputs with 1000 classes.
 
 Prints, per norm, the median and minimum wall seconds per step over --steps timed steps (after
 --warmup untimed ones), the median process CPU seconds per step (less sensitive to other
@@ -9,6 +12,7 @@ Each norm runs in a fresh subprocess, so neither inherits the other's memory pea
 
     .venv/bin/python benchmarks/bench_train_step.py --device cpu --steps 5
     .venv/bin/python benchmarks/bench_train_step.py --device cuda --steps 20
+    .venv/bin/python benchmarks/bench_train_step.py --input imagenet --arch resnet18 --batch-size 32
 
 The authors' implementation takes 3.4x BN's time per step on a V100 (VGG-16, batch 128).
 """
@@ -31,7 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runners.deconv import NS_IMPLS
 from runners.models import build_model
-from runners.specs.classify import NDOptions
+from runners.specs.classify import protocol_nd_options
+
+IMAGE_SIZE = {"cifar": 32, "imagenet": 224}
+DATASET = {"cifar": "cifar10", "imagenet": "imagenet"}  # whose protocol's ND options to use
 
 
 def _sync(device: torch.device) -> None:
@@ -51,7 +58,8 @@ def time_steps(
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch_size, 3, 32, 32, generator=gen).to(device)
+    size = IMAGE_SIZE[args.input]
+    x = torch.randn(args.batch_size, 3, size, size, generator=gen).to(device)
     y = torch.randint(0, args.num_classes, (args.batch_size,), generator=gen).to(device)
     loss_fn = nn.CrossEntropyLoss()
     wall, cpu = [], []
@@ -70,7 +78,8 @@ def time_steps(
 
 def bench_norm(norm: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     torch.manual_seed(0)
-    model = build_model(args.arch, norm, args.num_classes, NDOptions())
+    nd = protocol_nd_options(DATASET[args.input])
+    model = build_model(args.arch, norm, args.num_classes, nd, args.input)
     if args.ns_impl:
         for module in model.modules():
             if hasattr(module, "ns_impl"):
@@ -95,9 +104,10 @@ def bench_norm(norm: str, args: argparse.Namespace, device: torch.device) -> dic
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--input", choices=sorted(IMAGE_SIZE), default="cifar", help="input kind")
     p.add_argument("--arch", default="vgg16")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--num-classes", type=int, default=None, help="10 (cifar) or 1000 (imagenet)")
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     p.add_argument("--norms", default="bn,nd", help="comma-separated, in the order run")
@@ -119,6 +129,8 @@ def run_in_subprocess(norm: str, argv: list[str]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.num_classes is None:
+        args.num_classes = 1000 if args.input == "imagenet" else 10
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -127,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
-        f"arch={args.arch} batch={args.batch_size} device={name} torch={torch.__version__} "
+        f"arch={args.arch} input={args.input} batch={args.batch_size} device={name} "
+        f"torch={torch.__version__} "
         f"threads={torch.get_num_threads()} warmup={args.warmup} steps={args.steps} "
         f"ns_impl={args.ns_impl or 'layer default'}"
     )

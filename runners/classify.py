@@ -4,14 +4,17 @@
 
 Every hyper-parameter is a field of runners.specs.classify.ClassifySpec; execution options that
 do not change the experiment (device, data directory, loader workers) are arguments of `run`.
-The protocol, as the authors' main.py/net_util.py run it:
+The protocol, as the authors' main.py/net_util.py (and main_imagenet.py) run it:
 - SGD(lr 0.1, momentum 0.9, weight decay 1e-3), one parameter group: the same weight decay
   for every parameter (BN/ND biases and scales included), batch 128, partial last batch kept;
 - cosine schedule to 0 with T_max = iterations per epoch * epochs, stepped after every
   optimiser step, so a 1-, 20- or 100-epoch run is its own run from scratch; the multistep
   alternative is stepped at the start of every epoch (its decays come one epoch early);
 - step order forward -> loss -> backward -> step -> scheduler.step -> zero_grad;
-- evaluation after every epoch in eval mode (ND uses its running statistics).
+- evaluation after every epoch in eval mode (ND uses its running statistics), top-1 and top-5.
+ImageNet runs use main_imagenet.py's batch 256 and weight decay 1e-4 (the spec's defaults for
+that dataset) on one device; the authors' DataParallel is not used (nd-spec 3.4: with it, the
+ND statistics of replicas other than the first are discarded).
 A run resumes from checkpoint.pt at the next epoch; a non-finite loss ends it as "diverged".
 
 Usable alone: python -m runners.classify --spec spec.yaml --out DIR [--data-dir D]
@@ -46,7 +49,7 @@ from runners import rundir
 from runners.data import Data, load_data
 from runners.deconv import NonFiniteStatisticsError, resolve_ns_impl
 from runners.errors import RunnerInputError
-from runners.models import build_model
+from runners.models import build_model, input_kind_of
 from runners.specs.classify import ClassifySpec
 
 CHECKPOINT_FORMAT = 1
@@ -68,13 +71,14 @@ def run(
     device: str | None = None,
     log: Callable[[str], None] | None = None,
     verify_data: bool = True,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     download: bool = False,
     threads: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> rundir.RunResult:
     """Train `spec` into `run_dir` (resuming from its checkpoint) and return the result.
 
+    `num_workers` None picks the data-loader workers for the device (`auto_workers`).
     `threads` sets torch's CPU threads for the run (on a busy shared CPU, fewer spinning
     OpenMP threads can be many times faster). `on_epoch` is called with each epoch's
     metrics line after its checkpoint is written (progress reporting; an exception raised
@@ -87,6 +91,8 @@ def run(
     say = rundir.RunLog(run_dir / rundir.LOG_FILE, log)
     rundir.write_spec(run_dir, cfg.to_dict(), lambda d: ClassifySpec.from_dict(d).to_dict())
     dev = pick_device(device)
+    if num_workers is None:
+        num_workers = auto_workers(dev)
     with precision_settings(cfg.allow_tf32, dev) as precision, cpu_threads(threads):
         # --- model, data, optimiser: seeded first, as the authors' torch.manual_seed(0) ---
         seed_everything(cfg.seed)
@@ -99,7 +105,9 @@ def run(
             pin_memory=dev.type == "cuda",
             log=say,
         )
-        model = build_model(cfg.arch, cfg.norm, data.num_classes, cfg.nd).to(dev)
+        model = build_model(
+            cfg.arch, cfg.norm, data.num_classes, cfg.nd, input_kind_of(cfg.dataset)
+        ).to(dev)
         optimizer = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -139,10 +147,12 @@ def run(
                 say(f"DIVERGED: {reason}")
                 break
             state.add(record)
-            rundir.append_jsonl(run_dir / rundir.METRICS_FILE, record)
+            # The checkpoint first: a kill between the two leaves metrics.jsonl an epoch short,
+            # never ahead of the checkpoint (a resume rewrites it from the checkpoint anyway).
             save_checkpoint(
                 checkpoint_path, cfg, model, optimizer, scheduler, data, state, elapsed()
             )
+            rundir.append_jsonl(run_dir / rundir.METRICS_FILE, record)
             say(epoch_line(record, cfg.epochs))
             if on_epoch is not None:
                 on_epoch(record)
@@ -177,7 +187,7 @@ def train_and_evaluate(
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
-    test_loss, test_top1 = evaluate(model, data.test_loader, dev)
+    test_loss, test_top1, test_top5 = evaluate(model, data.test_loader, dev)
     if not math.isfinite(test_loss):
         raise Diverged(
             f"epoch {epoch}: the test loss is {test_loss} (non-finite weights or statistics)"
@@ -188,6 +198,7 @@ def train_and_evaluate(
         "train_top1": train_top1,
         "test_loss": test_loss,
         "test_top1": test_top1,
+        "test_top5": test_top5,
         "lr": optimizer.param_groups[0]["lr"],
         "seconds": seconds,
         "images_per_second": seen / seconds if seconds > 0 else 0.0,
@@ -231,20 +242,26 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, dev: torch.device) -> tuple[float, float]:
-    """(mean loss, top-1 in percent) on the whole loader, in eval mode."""
+def evaluate(model: nn.Module, loader: DataLoader, dev: torch.device) -> tuple[float, float, float]:
+    """(mean loss, top-1, top-5 in percent) on the whole loader, in eval mode.
+
+    With fewer than 5 classes top-5 counts every prediction as correct (100 %)."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-    correct = torch.zeros((), dtype=torch.long, device=dev)
+    correct = torch.zeros(2, dtype=torch.long, device=dev)  # top-1, top-5
     seen = 0
     for images, labels in loader:
         images = images.to(dev, non_blocking=True)
         labels = labels.to(dev, non_blocking=True)
         outputs = model(images)
         loss_sum += F.cross_entropy(outputs, labels, reduction="sum")
-        correct += (outputs.argmax(dim=1) == labels).sum()
+        top5 = outputs.topk(min(5, outputs.size(1)), dim=1).indices
+        hits = top5 == labels.unsqueeze(1)
+        correct[0] += hits[:, 0].sum()
+        correct[1] += hits.any(dim=1).sum()
         seen += labels.size(0)
-    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+    top1, top5 = (100.0 * correct / seen).tolist()
+    return loss_sum.item() / seen, top1, top5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +324,15 @@ def pick_device(name: str | None) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise RunnerInputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def auto_workers(dev: torch.device) -> int:
+    """Data-loader workers when the caller does not say: none on the CPU (they would compete
+    with the training threads); on a GPU one per usable core but one, at most the authors' 16
+    (main.py's --workers), so decoding keeps up with the device."""
+    if dev.type != "cuda":
+        return 0
+    return max(0, min(16, len(os.sched_getaffinity(0)) - 1))
 
 
 def device_name(dev: torch.device) -> str:
@@ -495,9 +521,13 @@ def rewrite_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 def data_deviations(data: Data) -> list[str]:
     """Departures that come from the data rather than the spec."""
     prov = data.provenance
+    out = []
     if prov["dataset"].startswith("cifar") and not prov["verified"]:
-        return ["data: md5 check skipped (unverified data)"]
-    return []
+        out.append("data: md5 check skipped (unverified data)")
+    expected = prov.get("expected_classes")
+    if expected is not None and data.num_classes != expected:
+        out.append(f"data: {data.num_classes} classes (ImageNet has {expected})")
+    return out
 
 
 def write_provenance(
@@ -558,6 +588,8 @@ def make_result(
             "train_top1": last["train_top1"],
             "test_loss": last["test_loss"],
         }
+        if "test_top5" in last:  # absent from epochs checkpointed before top-5 was recorded
+            metrics["test_top5"] = last["test_top5"]
     return rundir.RunResult(
         run_id=run_dir.name,
         status="done" if reason is None else "diverged",
@@ -577,7 +609,8 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     return (
         f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} "
         f"top-1 {record['train_top1']:.2f} | test loss {record['test_loss']:.4f} "
-        f"top-1 {record['test_top1']:.2f} | lr {record['lr']:.5f} | "
+        f"top-1 {record['test_top1']:.2f} top-5 {record['test_top5']:.2f} | "
+        f"lr {record['lr']:.5f} | "
         f"{record['seconds']:.1f} s, {record['images_per_second']:.0f} img/s"
     )
 
@@ -611,7 +644,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data-loader worker processes (default: 0 on the CPU, up to 16 on a GPU)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--download", action="store_true", help="download missing data")
     parser.add_argument(

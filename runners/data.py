@@ -1,9 +1,12 @@
-"""The datasets of the classification runs, with the authors' transforms (nd-spec.md 3.1, 3.3).
+"""The datasets of the classification runs, with the authors' transforms (nd-spec.md 3.1, 3.3, 3.4).
 
 - CIFAR-10/100: RandomCrop(32, padding 4) + RandomHorizontalFlip + ToTensor + Normalize
   (per-dataset mean/std of the authors' main.py) for training; ToTensor + Normalize for test.
 - MNIST: ToTensor + Normalize(0.1307, 0.3081); Fashion-MNIST: ToTensor only (the authors'
   code does not normalise it). No augmentation for either.
+- ImageNet (main_imagenet.py): ImageFolder over <data_dir>/imagenet/{train,val}/<wnid>/*.JPEG;
+  RandomResizedCrop(224) + RandomHorizontalFlip for training, Resize(256) + CenterCrop(224)
+  for val, both ToTensor + Normalize(ImageNet mean/std). It is never downloaded (licence).
 Loaders yield images (N, C, H, W); the MLP flattens them itself.
 
 Data are never downloaded unless asked (`download=True`); missing files raise one
@@ -11,7 +14,8 @@ RunnerInputError naming the dataset, the directory and the files torchvision exp
 Fashion-MNIST is also found where Debian's `dataset-fashion-mnist` installs it, so it works
 offline. Real CIFAR files keep torchvision's md5 check; `verify=False` skips it, loudly,
 for synthetic test data. Every load reports its provenance: directory, source, whether the
-files were verified, and a sha256 over the files actually read.
+files were verified, and a sha256 over the files actually read (for ImageNet over the list of
+(path, size) of the files read: hashing 150 GB of JPEGs on every run is not affordable).
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ DATA_DIR_ENV = "AUDIT_DATA_DIR"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SOURCE_NOTE = "source.json"  # written next to files this module installed, says where from
 CROP_PADDING = 4  # RandomCrop(32, padding=4), zero fill (main.py:L64-69)
+RESIZE = 256  # ImageNet val: Resize(256) then CenterCrop(224) (main_imagenet.py:L357-365)
+IMAGENET_CLASSES = 1000  # ILSVRC2012; another count is a different dataset (a deviation)
+IMAGENET_SPLITS = ("train", "val")  # the authors' DATA/train and DATA/val
+# How train_subset / test_subset pick ImageNet images (recorded in its provenance).
+EVENLY_SPACED_RULE = "evenly spaced over the class-sorted list: index floor((2i+1)*N/(2n)), i < n"
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,22 @@ DATASETS = {
             "the uncompressed IDX files MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
         ),
         DatasetInfo(
+            "imagenet",
+            datasets.ImageFolder,
+            IMAGENET_CLASSES,  # expected; the loaded count is the number of class folders
+            224,
+            (0.485, 0.456, 0.406),
+            (0.229, 0.224, 0.225),
+            "ILSVRC2012 in the layout of the authors' main_imagenet.py DATA: "
+            "imagenet/train/<wnid>/*.JPEG and imagenet/val/<wnid>/*.JPEG (one folder per "
+            "class, named by its WordNet id such as n01440764; 1000 classes). Symlink the "
+            "cluster's ImageNet copy there (ln -s /path/to/imagenet <data_dir>/imagenet), or "
+            "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from "
+            "https://image-net.org/ (free registration, non-commercial licence), extract each "
+            "per-class train tar into train/<wnid>/, and sort val into class folders with the "
+            "usual valprep.sh script",
+        ),
+        DatasetInfo(
             "fashion-mnist",
             datasets.FashionMNIST,
             10,
@@ -129,18 +154,35 @@ def dataset_info(name: str) -> DatasetInfo:
 # ---------------------------------------------------------------------------------------------
 
 
+def is_image_folder(info: DatasetInfo) -> bool:
+    """ImageNet-style data: JPEG files in class folders, read by torchvision's ImageFolder."""
+    return info.tv_class is datasets.ImageFolder
+
+
 def make_transform(info: DatasetInfo, *, train: bool, augment: bool) -> Callable:
-    """The authors' transform: [crop + flip when augmenting] + ToTensor [+ Normalize]."""
-    steps: list[Callable] = []
-    if train and augment:
-        steps += [
-            transforms.RandomCrop(info.image_size, padding=CROP_PADDING),
-            transforms.RandomHorizontalFlip(),
-        ]
+    """The authors' transform: crop + flip when augmenting, else the test geometry; then
+    ToTensor [+ Normalize]. Augment off trains on the test transform (as for MNIST)."""
+    steps = _augment_steps(info) if train and augment else _test_steps(info)
     steps.append(transforms.ToTensor())
     if info.mean is not None:
         steps.append(transforms.Normalize(info.mean, info.std))
     return transforms.Compose(steps)
+
+
+def _augment_steps(info: DatasetInfo) -> list[Callable]:
+    if is_image_folder(info):
+        return [transforms.RandomResizedCrop(info.image_size), transforms.RandomHorizontalFlip()]
+    return [
+        transforms.RandomCrop(info.image_size, padding=CROP_PADDING),
+        transforms.RandomHorizontalFlip(),
+    ]
+
+
+def _test_steps(info: DatasetInfo) -> list[Callable]:
+    # CIFAR/MNIST images already have the model's size; ImageNet photos must be cut to 224.
+    if is_image_folder(info):
+        return [transforms.Resize(RESIZE), transforms.CenterCrop(info.image_size)]
+    return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +311,169 @@ UNVERIFIED = {datasets.CIFAR10: UnverifiedCIFAR10, datasets.CIFAR100: Unverified
 
 
 # ---------------------------------------------------------------------------------------------
+# ImageNet: class folders of JPEG files (torchvision's ImageFolder, as main_imagenet.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def image_folder_base(info: DatasetInfo, root: Path) -> Path:
+    """<data_dir>/<dataset name>: the authors' DATA (may be a symlink to a cluster copy)."""
+    return root / info.name
+
+
+def _where(path: Path) -> str:
+    """The path as given and, through a symlink, the real one it stands for."""
+    shown, real = path.absolute(), path.resolve()
+    return str(shown) if shown == real else f"{shown} (resolved: {real})"
+
+
+def _image_folder_missing(info: DatasetInfo, base: Path, problem: str) -> str:
+    return (
+        f"dataset {info.name} not found: {problem}; looked in {_where(base)}. Expected "
+        f"{info.how_to_get}. Or point --data-dir (or ${DATA_DIR_ENV}) at the directory that "
+        f"holds {info.name}/"
+    )
+
+
+def _no_download_message(info: DatasetInfo, base: Path) -> str:
+    return (
+        f"dataset {info.name} cannot be downloaded automatically (--download): its licence "
+        "requires every user to register at https://image-net.org/ and accept the terms of "
+        f"access. It was looked for in {_where(base)}; provide {info.how_to_get}"
+    )
+
+
+def _flat_split_message(info: DatasetInfo, split_dir: Path) -> str:
+    return (
+        f"dataset {info.name}: {_where(split_dir)} holds image files directly, with no class "
+        "folders (the raw ILSVRC2012 layout of the val set). ImageFolder needs one folder per "
+        "class named by its WordNet id (val/n01440764/ILSVRC2012_val_00000293.JPEG, ...): sort "
+        "the images into class folders with the usual valprep.sh script (it moves each file "
+        "into the folder of its label from the ILSVRC2012 devkit)"
+    )
+
+
+def _has_images(folder: Path) -> bool:
+    extensions = datasets.folder.IMG_EXTENSIONS
+    return any(p.is_file() and p.suffix.lower() in extensions for p in folder.iterdir())
+
+
+def split_classes(info: DatasetInfo, base: Path, split: str) -> list[str]:
+    """The sorted class folder names of base/split, or one clear error for a wrong layout."""
+    split_dir = base / split
+    if not split_dir.is_dir():
+        raise RunnerInputError(_image_folder_missing(info, base, f"no folder {split}/"))
+    classes = _find_classes(info, split_dir)
+    if classes:
+        return classes
+    if _has_images(split_dir):
+        raise RunnerInputError(_flat_split_message(info, split_dir))
+    raise RunnerInputError(_image_folder_missing(info, base, f"{split}/ has no class folders"))
+
+
+def _find_classes(info: DatasetInfo, split_dir: Path) -> list[str]:
+    """torchvision's own class discovery (its order gives the labels); none found -> []."""
+    try:
+        return datasets.folder.find_classes(str(split_dir))[0]
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise RunnerInputError(
+            f"dataset {info.name}: cannot read {_where(split_dir)} ({exc}); make it readable"
+        ) from None
+
+
+def check_same_classes(info: DatasetInfo, base: Path, train: list[str], val: list[str]) -> None:
+    """Labels are class indices in sorted order, so both splits need the very same folders."""
+    if train == val:
+        return
+    differ = [
+        f"only in {split}/: {_first_few(sorted(set(mine) - set(other)))}"
+        for split, mine, other in (("train", train, val), ("val", val, train))
+        if set(mine) - set(other)
+    ]
+    raise RunnerInputError(
+        f"dataset {info.name}: train and val have different class folders ({'; '.join(differ)}) "
+        f"in {_where(base / 'train')} and {_where(base / 'val')}. Both must hold the same "
+        "WordNet-id folders: restore the missing ones, or re-sort val with valprep.sh"
+    )
+
+
+def _first_few(names: list[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def file_list_sha256(paths: list[Path], base: Path) -> str:
+    """One sha256 over the sorted (relative path, size in bytes) of the files.
+
+    It changes when a file is added, removed, renamed or changes size; a same-size edit goes
+    unnoticed. Reading every byte of ImageNet's 150 GB on each run is not affordable."""
+    digest = hashlib.sha256()
+    for relative, path in sorted((path.relative_to(base).as_posix(), path) for path in paths):
+        digest.update(f"{relative}\0{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def _construct_image_folder(
+    info: DatasetInfo, base: Path, split: str, *, augment: bool
+) -> datasets.ImageFolder:
+    transform = make_transform(info, train=split == "train", augment=augment)
+    try:
+        return datasets.ImageFolder(str(base / split), transform=transform)
+    except OSError as exc:  # e.g. a class folder with no image in it, or an unreadable folder
+        raise RunnerInputError(
+            f"dataset {info.name} in {_where(base / split)} could not be listed ({exc}). "
+            f"Expected {info.how_to_get}"
+        ) from None
+
+
+def load_image_folder(
+    info: DatasetInfo,
+    root: Path,
+    *,
+    augment: bool,
+    download: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[Dataset, Dataset, dict[str, Any]]:
+    """Train and val ImageFolders of <root>/<name> with the authors' transforms, and provenance.
+
+    The data are never downloaded: with `download` and no data the error says how to get them."""
+    base = image_folder_base(info, root)
+    if not base.is_dir():
+        if download:
+            raise RunnerInputError(_no_download_message(info, base))
+        raise RunnerInputError(_image_folder_missing(info, base, f"no folder {info.name}/"))
+    if download:
+        log(f"{info.name} is never downloaded; using the files in {_where(base)}")
+    train_classes, val_classes = (split_classes(info, base, s) for s in IMAGENET_SPLITS)
+    check_same_classes(info, base, train_classes, val_classes)
+    train_set = _construct_image_folder(info, base, "train", augment=augment)
+    val_set = _construct_image_folder(info, base, "val", augment=augment)
+    return train_set, val_set, _image_folder_provenance(info, base, train_set, val_set)
+
+
+def _image_folder_provenance(
+    info: DatasetInfo, base: Path, train_set: datasets.ImageFolder, val_set: datasets.ImageFolder
+) -> dict[str, Any]:
+    paths = [Path(path) for path, _ in train_set.samples + val_set.samples]
+    return {
+        "dataset": info.name,
+        "directory": str(base.resolve()),
+        "source": "data directory",
+        "verified": False,
+        "verification": "none: ImageNet has no official per-file checksums",
+        "files": [f"{split}/" for split in IMAGENET_SPLITS],
+        "sha256": file_list_sha256(paths, base),
+        "sha256_of": "file list (path, size)",
+        "train_size": len(train_set),
+        "test_size": len(val_set),
+        "num_classes": len(train_set.classes),
+        # The caller states a deviation when num_classes differs (not ILSVRC2012's 1000).
+        "expected_classes": info.num_classes,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
 
@@ -283,9 +488,13 @@ def load_datasets(
     log: Callable[[str], None] = print,
     system_fashion_mnist: Path = DEBIAN_FASHION_MNIST,
 ) -> tuple[Dataset, Dataset, dict[str, Any]]:
-    """Train and test sets of `name` with the protocol's transforms, and their provenance."""
+    """Train and test sets of `name` with the protocol's transforms, and their provenance.
+
+    ImageNet's test set is its val split (as the authors); `verify` does not apply to it."""
     info = dataset_info(name)
     root = Path(data_dir) if data_dir is not None else default_data_dir()
+    if is_image_folder(info):
+        return load_image_folder(info, root, augment=augment, download=download, log=log)
     files = expected_files(info, root)
     absent = not all(f.is_file() for f in files)
     if name == "fashion-mnist" and absent and not download:
@@ -385,6 +594,31 @@ def take_first(
     return Subset(dataset, range(n))
 
 
+def take_evenly_spaced(
+    dataset: Dataset, n: int | None, *, what: str, log: Callable[[str], None]
+) -> Dataset:
+    """`n` items at evenly spaced indices (deterministic); all when n is None or too large.
+
+    ImageFolder lists are sorted by class, so the first n would be the first few classes;
+    item floor((2i+1)·len/2n), the middle of the i-th of n equal stretches, reaches every
+    class whose share of the list is at least 1/n."""
+    if n is None:
+        return dataset
+    if n > len(dataset):
+        log(f"WARNING: {what}={n} but the set has only {len(dataset)} images; using all of them")
+        return dataset
+    return Subset(dataset, [(2 * i + 1) * len(dataset) // (2 * n) for i in range(n)])
+
+
+def take_subset(
+    info: DatasetInfo, dataset: Dataset, n: int | None, *, what: str, log: Callable[[str], None]
+) -> Dataset:
+    """Evenly spaced for class-sorted ImageFolder lists; the first n for the other datasets
+    (their run ids and results were made with the first n)."""
+    take = take_evenly_spaced if is_image_folder(info) else take_first
+    return take(dataset, n, what=what, log=log)
+
+
 def make_loader(
     dataset: Dataset,
     *,
@@ -431,9 +665,12 @@ def load_data(
         log=log,
         system_fashion_mnist=system_fashion_mnist,
     )
-    train_set = take_first(train_set, spec.train_subset, what="train_subset", log=log)
-    test_set = take_first(test_set, spec.test_subset, what="test_subset", log=log)
+    info = dataset_info(spec.dataset)
+    train_set = take_subset(info, train_set, spec.train_subset, what="train_subset", log=log)
+    test_set = take_subset(info, test_set, spec.test_subset, what="test_subset", log=log)
     provenance.update(train_images_used=len(train_set), test_images_used=len(test_set))
+    if is_image_folder(info):
+        provenance["subset_rule"] = EVENLY_SPACED_RULE
     generator = torch.Generator()
     generator.manual_seed(spec.seed)
     loader_args = {
@@ -445,6 +682,6 @@ def load_data(
         train_loader=make_loader(train_set, train=True, generator=generator, **loader_args),
         test_loader=make_loader(test_set, train=False, **loader_args),
         generator=generator,
-        num_classes=dataset_info(spec.dataset).num_classes,
+        num_classes=provenance.get("num_classes", info.num_classes),  # ImageNet: folders found
         provenance=provenance,
     )

@@ -56,6 +56,7 @@ EPOCH_FIELDS = (
     "train_top1",  # running training accuracy over the epoch, percent (never a claim value)
     "test_loss",  # mean test loss after the epoch (eval mode, running ND statistics)
     "test_top1",  # test accuracy after the epoch, percent
+    "test_top5",  # test top-5 accuracy after the epoch, percent (Table 2 reports it)
     "lr",  # learning rate after the epoch's last scheduler step
     "seconds",  # wall-clock seconds of the epoch's training part
     "images_per_second",  # training throughput of the epoch
@@ -71,7 +72,7 @@ class RunResult:
     reason: str | None = None  # why a run failed or diverged, in words; None when done
     metrics: dict[str, float] = field(default_factory=dict)
     # ^ the numbers claims are compared against. Classification runs write
-    #   test_top1 (final epoch, percent: the primary metric), best_test_top1 (max over
+    #   test_top1 (final epoch, percent: the primary metric), test_top5, best_test_top1 (max over
     #   epochs), train_top1 (final epoch, reported separately, never compared with a
     #   test claim) and test_loss. Other runners document their own keys.
     best_epoch: int | None = None  # epoch (1-based) of best_test_top1

@@ -1,24 +1,27 @@
 """Tiny synthetic datasets written in torchvision's exact on-disk formats.
 
-The real loading code (torchvision's CIFAR10/CIFAR100/MNIST/FashionMNIST, runners.data) runs
-on these files unchanged; only the CIFAR md5 check must be bypassed (the files are not the
-official ones), which runners.data does visibly with `verify=False`.
+The real loading code (torchvision's CIFAR10/CIFAR100/MNIST/FashionMNIST/ImageFolder,
+runners.data) runs on these files unchanged; only the CIFAR md5 check must be bypassed (the
+files are not the official ones), which runners.data does visibly with `verify=False`.
 
 The images are learnable on purpose: every class has its own bright pixel pattern plus noise,
 so a few training steps move the accuracy above chance.
 
     from tests.fakedata import write_cifar10, write_mnist
     root = write_cifar10(tmp_path, n_train=64, n_test=32)   # -> tmp_path
+    root = write_imagenet(tmp_path)   # tmp_path/imagenet/{train,val}/<wnid>/*.JPEG
 """
 
 from __future__ import annotations
 
 import gzip
 import pickle
+import shutil
 import struct
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR100_FOLDER = "cifar-100-python"
@@ -32,6 +35,10 @@ IDX_FILES = {
     ("test", "images"): "t10k-images-idx3-ubyte",
     ("test", "labels"): "t10k-labels-idx1-ubyte",
 }
+# Real ILSVRC2012 WordNet ids (the first three classes), so folder names look like the real ones.
+IMAGENET_WNIDS = ("n01440764", "n01443537", "n01484850")
+# (width, height): smaller than the 224 crop and larger than the 256 resize, both orientations.
+IMAGENET_SIZES = ((40, 50), (300, 260))
 
 
 def class_images(
@@ -159,3 +166,56 @@ def write_fashion_mnist_gz(
         with gzip.open(folder / f"{IDX_FILES[key]}.gz", "wb") as handle:
             handle.write(idx_bytes(array))
     return folder
+
+
+def imagenet_colour(label: int) -> tuple[int, int, int]:
+    """The solid RGB colour of class `label`'s synthetic photos (learnable, and checkable
+    after normalisation: the centre of every image has exactly this colour)."""
+    return (40 + 90 * (label % 3), 200 - 70 * (label % 2), 60 + 45 * (label % 4))
+
+
+def imagenet_photo(label: int, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """A photo of `size` (width, height): the class colour, with noise in the top-left
+    quarter only so the centre keeps the class colour."""
+    width, height = size
+    pixels = np.empty((height, width, 3), dtype=np.uint8)
+    pixels[:] = imagenet_colour(label)
+    corner = (height // 4, width // 4)
+    pixels[: corner[0], : corner[1]] = rng.integers(0, 256, size=(*corner, 3))
+    return Image.fromarray(pixels)
+
+
+def write_imagenet(
+    root: Path,
+    n_train: int = 4,
+    n_val: int = 2,
+    wnids: tuple[str, ...] = IMAGENET_WNIDS,
+    sizes: tuple[tuple[int, int], ...] = IMAGENET_SIZES,
+    seed: int = 0,
+) -> Path:
+    """Write root/imagenet/{train,val}/<wnid>/*.JPEG with ILSVRC2012's file names
+    (train: <wnid>_<i>.JPEG; val: ILSVRC2012_val_<8 digits>.JPEG numbered across classes):
+    n_train and n_val photos per class, cycling through `sizes`."""
+    rng = np.random.default_rng(seed)
+    for label, wnid in enumerate(wnids):
+        names = {
+            "train": [f"{wnid}_{i}.JPEG" for i in range(n_train)],
+            "val": [f"ILSVRC2012_val_{label * n_val + i + 1:08d}.JPEG" for i in range(n_val)],
+        }
+        for split, files in names.items():
+            folder = Path(root) / "imagenet" / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, name in enumerate(files):
+                imagenet_photo(label, sizes[i % len(sizes)], rng).save(folder / name, quality=95)
+    return Path(root)
+
+
+def flatten_imagenet_val(root: Path) -> Path:
+    """Move every val photo out of its class folder into val/ itself: the raw ILSVRC2012
+    layout (ILSVRC2012_img_val.tar unpacked, before valprep.sh sorts it)."""
+    val = Path(root) / "imagenet" / "val"
+    for folder in [p for p in val.iterdir() if p.is_dir()]:
+        for photo in folder.iterdir():
+            photo.rename(val / photo.name)
+        shutil.rmtree(folder)
+    return val

@@ -9,7 +9,10 @@ test session or `scripts/slurm-cluster.sh start`), it is reused and left running
 
 The recipe and its pitfalls are in environment.md ("A real single-node SLURM cluster"):
 accounting is required (without sacct submitit never sees a cancelled job end) and
-AuthInfo=cred_expire=10 keeps a requeued job from waiting two minutes.
+AuthInfo=cred_expire=10 keeps a requeued job from waiting two minutes. A requeued job is
+eligible again cred_expire + 1 s after its requeue but starts only at the next scheduling
+pass (every 60 s, backfill every 30 s, by default): sched_interval=2,bf_interval=2 restart it
+some 12 s after its requeue.
 
     python -m tests.slurm_cluster start|stop|status   (the shell front end calls this)
 """
@@ -184,6 +187,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=2
 MinJobAge=600
 KillWait=1
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN

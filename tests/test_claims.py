@@ -190,7 +190,7 @@ def test_imagenet_relations_compare_rows_of_table2(claims):
          for m in ("top1", "top5")]
         + ["table2.vgg11.nd-beats-no-bn.top1", "table2.vgg11.nd-beats-no-bn.top5"]
     )  # fmt: skip
-    assert all(c.type == "relation" and c.gate and not c.runnable for c in imagenet)
+    assert all(c.type == "relation" and c.gate and c.runnable for c in imagenet)
     dense = by_id["table2.densenet121.nd-beats-bn.top1"]
     assert dense.metric == "test_top1"
     assert [t.claim_id for t in dense.terms] == [
@@ -212,8 +212,10 @@ def test_imagenet_relations_compare_rows_of_table2(claims):
     assert dense.display["name"] == "DenseNet-121" and "variant" not in dense.display
     assert by_id["table2.vgg11.nd-beats-no-bn.top5"].claimed == pytest.approx(90.49 - 88.63)
     assert "model-zoo" in dense.note and "cosine" in dense.note and "step" in dense.note
-    # not runnable: they add no experiment to run
-    assert not [e for e in claims.select(groups=["imagenet-nd-beats-bn"]).experiments()]
+    # runnable: the relations need the seven Table 2 runs, and nothing else
+    experiments = claims.select(groups=["imagenet-nd-beats-bn"]).experiments()
+    assert len(experiments) == 7
+    assert {e["dataset"] for e in experiments} == {"imagenet"}
 
 
 ACROSS = MINI.replace(
@@ -243,6 +245,20 @@ relations:
     op: ">"
 """,
 ).replace("  t1: {abs: 1.0}", "  t1: {abs: 1.0}\n  t2: {abs: 1.0}")
+
+
+def test_runnable_false_keeps_a_table_and_its_relations_out_of_the_experiments(tmp_path):
+    """For results that only come by CSV (e.g. another paper's table without a runner)."""
+    text = ACROSS.replace(
+        "    layout: [arch, norm, top1]", "    runnable: false\n    layout: [arch, norm, top1]"
+    )
+    loaded = load_claims(write(tmp_path, text))
+    table = [c for c in loaded if c.id.startswith("inet.") and c.type == "value"]
+    relations = [c for c in loaded if c.id.startswith("inet.") and c.type == "relation"]
+    assert len(table) == 5 and len(relations) == 3
+    assert not any(c.runnable for c in table + relations)
+    assert not [e for e in loaded.experiments() if e.get("dataset") == "imagenet"]
+    assert load_claims(write(tmp_path, ACROSS)).experiments() != loaded.experiments()
 
 
 def test_relation_across_rows_pairs_the_rows_of_one_model(tmp_path):
@@ -280,7 +296,7 @@ def test_experiments_are_deduplicated_and_cover_both_sides(claims):
     }
     everything = claims.experiments()
     assert len(everything) == len({tuple(sorted(e.items())) for e in everything})
-    assert not [e for e in everything if e.get("dataset") == "imagenet"]  # not runnable
+    assert len([e for e in everything if e.get("dataset") == "imagenet"]) == 7  # Table 2 rows
     assert {"kind": "kernels"} in everything
 
 

@@ -147,6 +147,51 @@ def test_resume_drops_metrics_lines_past_the_checkpoint(tmp_path, mnist_dir):
     assert torch.equal(load_checkpoint(run_dir)["rng"]["torch"], checkpoint["rng"]["torch"])
 
 
+def test_a_kill_between_checkpoint_and_metrics_line_never_counts_an_unsaved_epoch(
+    tmp_path, mnist_dir, monkeypatch
+):
+    """The checkpoint is written before the epoch's metrics line: a kill in between leaves
+    metrics.jsonl behind the checkpoint (so `audit status` never counts an epoch that a
+    resume would retrain), and the resume restores the line from the checkpoint."""
+    run_dir = tmp_path / "run"
+    real_append = rundir.append_jsonl
+
+    def killed_on_second_line(path, record):
+        if record.get("epoch") == 2:
+            assert load_checkpoint(run_dir)["epoch"] == 2  # the checkpoint is already there
+            raise KeyboardInterrupt
+        real_append(path, record)
+
+    monkeypatch.setattr(rundir, "append_jsonl", killed_on_second_line)
+    with pytest.raises(KeyboardInterrupt):
+        train(mlp_spec(), run_dir, mnist_dir)
+    assert [r["epoch"] for r in rundir.read_jsonl(run_dir / rundir.METRICS_FILE)] == [1]
+    monkeypatch.setattr(rundir, "append_jsonl", real_append)
+    result = train(mlp_spec(), run_dir, mnist_dir)
+    records = rundir.read_jsonl(run_dir / rundir.METRICS_FILE)
+    assert [r["epoch"] for r in records] == [1, 2, 3] and result.epochs_completed == 3
+    provenance = json.loads((run_dir / rundir.PROVENANCE_FILE).read_text())
+    assert provenance["resumed_from_epoch"] == 2  # epoch 2 was not trained twice
+
+
+def test_top5_is_recorded_and_bounds_top1(tmp_path, mnist_dir):
+    result = train(mlp_spec(epochs=1), tmp_path / "run", mnist_dir)
+    (record,) = rundir.read_jsonl(tmp_path / "run" / rundir.METRICS_FILE)
+    assert record["test_top1"] <= record["test_top5"] <= 100.0
+    assert result.metrics["test_top5"] == record["test_top5"]
+
+
+def test_evaluate_counts_top1_and_top5_hits():
+    """Four samples, known logits: top-1 hits 1 of 4, top-5 hits 3 of 4 (one label ranks 6th)."""
+    logits = torch.tensor([list(range(10))] * 4, dtype=torch.float32)  # ranks: 9 first, 0 last
+    labels = torch.tensor([9, 5, 4, 3])  # ranks 1, 5, 6, 7
+    loader = [(logits[:2], labels[:2]), (logits[2:], labels[2:])]
+    loss, top1, top5 = classify.evaluate(torch.nn.Identity(), loader, torch.device("cpu"))
+    assert (top1, top5) == (25.0, 50.0)
+    expected = torch.nn.functional.cross_entropy(logits, labels).item()
+    assert loss == pytest.approx(expected)
+
+
 def test_a_damaged_provenance_file_does_not_stop_a_resume(tmp_path, mnist_dir):
     run_dir = tmp_path / "run"
     train(mlp_spec(epochs=1), run_dir, mnist_dir)
@@ -215,6 +260,26 @@ def test_nd_statistics_error_ends_the_run_as_diverged(tmp_path):
     assert result.status == "diverged"
     assert result.reason.startswith("epoch 1, step 2: FastDeconv(")  # the layer's own message
     assert "NaN or inf" in result.reason
+
+
+@pytest.mark.parametrize("norm", ["bn", "nd"])
+def test_imagenet_resnet18_trains_with_main_imagenets_protocol(tmp_path, norm):
+    """The Table 2 path end to end on a synthetic ImageFolder of real JPEGs: the ImageNet
+    model (7x7/2 stem), 224-px crops, batch 256 and weight decay 1e-4 by default, top-5."""
+    data_dir = fakedata.write_imagenet(tmp_path / "data", n_train=2, n_val=2)
+    spec = {"dataset": "imagenet", "arch": "resnet18", "norm": norm, "epochs": 1}
+    result = classify.run(spec, tmp_path / "run", data_dir=data_dir, device="cpu")
+    assert result.status == "done" and result.epochs_completed == 1
+    # three classes: every prediction is in the top 5; the class count is a recorded deviation
+    assert result.metrics["test_top5"] == 100.0
+    assert result.deviations == ["data: 3 classes (ImageNet has 1000)"]
+    effective = rundir.read_spec(tmp_path / "run")
+    assert (effective["batch_size"], effective["weight_decay"]) == (256, 1e-4)
+    checkpoint = load_checkpoint(tmp_path / "run")
+    kernels = [v.shape for k, v in checkpoint["model"].items() if v.dim() == 4]
+    assert kernels[0] == (64, 3, 7, 7)  # the ImageNet stem, not the CIFAR ResNet's 3x3
+    assert checkpoint["optimizer"]["param_groups"][0]["weight_decay"] == 1e-4
+    assert checkpoint["scheduler"]["T_max"] == 1  # 6 images, one partial batch of 256
 
 
 def test_module_entry_point(tmp_path, mnist_dir, capsys, monkeypatch):

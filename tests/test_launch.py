@@ -222,6 +222,11 @@ def test_cluster_config_is_validated(tmp_path):
         slurm_params(load_cluster_section(config), {}, where=str(config))
     with pytest.raises(AuditError, match=r"cluster\.time_min must be a non-negative integer"):
         slurm_params({"time_min": "4h"}, {})
+    # the default 120 s warning (which SLURM may send up to 30 s earlier) would leave a
+    # 2-minute job nothing: every attempt would be requeued before its first epoch
+    with pytest.raises(AuditError, match=r"signal_delay_s \(120 s\) leaves no training time"):
+        slurm_params({}, {"time_min": 2})
+    assert slurm_params({"signal_delay_s": 10}, {"time_min": 1}).time_min == 1
 
 
 def _audit(*args: str, cwd: Path) -> subprocess.CompletedProcess:

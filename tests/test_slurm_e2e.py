@@ -5,11 +5,16 @@ CPU. Scenarios:
 - a tiny audit goes out as a SLURM array; its `audit run` is killed part-way and run again:
   the finished runs are not retrained, the rest re-attached, and the check table printed;
 - a job cancelled with scancel is reported and retried (and resumes from its checkpoint);
-- a job sent USR2 (preemption) is requeued by submitit and resumes at the saved epoch.
+- a job sent USR2 (preemption) is requeued by submitit and resumes at the saved epoch;
+- an array task that reaches its 1-minute time limit gets SLURM's warning signal, requeues
+  itself and resumes at the saved epoch, as often as the limit comes, until it is done.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import os
 import re
 import signal
@@ -17,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -147,7 +153,7 @@ def test_audit_through_slurm_arrays_survives_a_killed_audit_run(cluster, data_di
 EPOCHS = 10
 
 
-def _slow_spec(norm: str) -> dict:
+def _slow_spec(norm: str, epochs: int = EPOCHS, train_subset: int = 10000) -> dict:
     """About 1 s per epoch on an idle 2-core CPU (more under load): long enough to interrupt
     mid-run, given the cluster's KillWait=1 between scancel's SIGTERM and SIGKILL."""
     return effective_spec(
@@ -156,21 +162,25 @@ def _slow_spec(norm: str) -> dict:
             "dataset": "fashion-mnist",
             "arch": "mlp",
             "norm": norm,
-            "epochs": EPOCHS,
-            "train_subset": 10000,
+            "epochs": epochs,
+            "train_subset": train_subset,
             "test_subset": 500,
         }
     )
 
 
-def _launch_in_background(store: Store, specs: list[dict], data_dir: Path):
-    params = slurm_params(CPU_JOB, {})
+def _launch_in_background(
+    store: Store, specs: list[dict], data_dir: Path, job: dict = CPU_JOB, retries: int = 1
+):
+    params = slurm_params(job, {})
     executor = make_executor("slurm", store, RunOptions(data_dir=str(data_dir)), params=params)
     events: list[str] = []
     box: dict = {}
 
     def target():
-        box["report"] = launch(specs, store, executor, retries=1, poll_s=1.0, say=events.append)
+        box["report"] = launch(
+            specs, store, executor, retries=retries, poll_s=1.0, say=events.append
+        )
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
@@ -239,3 +249,197 @@ def test_usr2_preemption_requeues_and_resumes_at_the_saved_epoch(cluster, data_d
     assert epochs == list(range(1, EPOCHS + 1))
     assert store.result(rid).epochs_completed == EPOCHS
     assert not any("retrying" in e for e in events)
+
+
+# ----------------------------------------------------------------------------- time limit
+
+# A 1-minute limit with USR2 10 s before it (submitit's --signal=USR2@10). slurmctld tests time
+# limits every 30 s (PERIODIC_TIMEOUT, fixed) and sends the warning signal at the first test
+# where now + delay + 30 s >= the end time (sbatch(1): "may be sent up to 60 seconds earlier
+# than specified"), so every attempt gets it 20-50 s after its start. A 30 s delay would put it
+# anywhere in the first 30 s, possibly before the first checkpoint.
+TIME_LIMIT_JOB = {**CPU_JOB, "time_min": 1, "signal_delay_s": 10}
+TIME_LIMIT_S = 60
+# About 1.4 s per epoch of 20000 images on one thread of the 2-core test machine: some 65 s of
+# training, more than the latest warning (50 s into the first attempt) leaves. On a CPU so fast
+# that the run still ends within its first attempt, the test doubles the epochs once.
+TL_EPOCHS = 45
+TL_TRAIN_SUBSET = 20000
+TL_DEADLINE_S = 480
+
+
+def test_time_limit_requeues_and_resumes(cluster, data_dir, tmp_path, monkeypatch):
+    """SLURM's own time limit, nothing sent by hand: slurmctld sends USR2 before the 1-minute
+    limit, the array task checkpoints and requeues itself (submitit), resumes at the saved
+    epoch (as often as the limit comes) and ends with every epoch once, on the learning-rate
+    schedule of an uninterrupted run. Its sibling task, done within its first attempt, is left
+    alone."""
+    # One torch thread per job (the jobs inherit the environment, sbatch --export=ALL): with
+    # two OpenMP threads spinning on a shared 2-core machine epochs take 1-18 s instead of ~1.4.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    epochs = TL_EPOCHS
+    for _ in range(2):
+        store = Store(tmp_path / f"store-e{epochs}")
+        spec = _slow_spec("bn", epochs, TL_TRAIN_SUBSET)
+        sibling_spec = _slow_spec("none", 2, 2000)  # a few seconds: done before any warning
+        rid, sibling = run_id(spec), run_id(sibling_spec)
+        started = time.monotonic()
+        report, events = _run_time_limited(store, [spec, sibling_spec], data_dir, cluster)
+        took = time.monotonic() - started
+        attempts = store.read_job(rid)["attempts"]
+        if len(attempts) != 1 or attempts[0].get("outcome") != "done":
+            break
+        print(f"the {epochs}-epoch run ended within its first attempt ({took:.0f} s): doubling")
+        epochs *= 2
+
+    with _diagnostics_on_failure(store, [rid, sibling], cluster):
+        assert report.settled == {rid: "done", sibling: "done"}, events
+        assert not any("retrying" in e for e in events), events
+        job = store.read_job(rid)
+        job_id = job["job_id"]
+        assert "_" in job_id  # an array task, as an audit submits
+        assert len(job["submissions"]) == 1  # requeued by SLURM, never resubmitted
+        attempts = job["attempts"]
+        n = len(attempts)
+        assert n >= 2, f"ended before SLURM's warning (20-50 s in); raise TL_EPOCHS: {attempts}"
+        assert all(a["slurm_job_id"] == job_id for a in attempts)
+        assert [a["outcome"] for a in attempts] == ["interrupted"] * (n - 1) + ["done"]
+
+        # sacct: one record per start of the task; each earlier one REQUEUED before its limit
+        instances = _sacct_instances(job_id)
+        assert [i["State"] for i in instances] == ["REQUEUED"] * (n - 1) + ["COMPLETED"]
+        assert {i["Timelimit"] for i in instances} == {"00:01:00"}
+        ran = [(_when(i["End"]) - _when(i["Start"])).total_seconds() for i in instances]
+        assert all(s < TIME_LIMIT_S for s in ran[:-1]), ran  # not killed at the limit
+
+        # the job's own log: submitit caught each warning, checkpointed and requeued the task
+        out = _submitit_log(store, job_id, "out")
+        caught = [
+            datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
+            for stamp in re.findall(r"\(([\d-]+ [\d:]+,\d+)\) - Caught signal SIGUSR2", out)
+        ]
+        assert len(caught) == n - 1, out
+        assert out.count(f"Requeued job {job_id} ") == n - 1, out
+        after = [
+            (c - _when(i["Start"])).total_seconds()
+            for c, i in zip(caught, instances[:-1], strict=True)
+        ]
+        assert all(0 < s < TIME_LIMIT_S for s in after), after
+        assert "TIME LIMIT" not in _submitit_log(store, job_id, "err")
+
+        # the runner: resumed at each saved epoch, provenance of every attempt kept
+        run_dir = store.run_dir(rid)
+        provenance = json.loads((run_dir / "provenance.json").read_text())
+        resumed = [a["resumed_from_epoch"] for a in provenance["attempts"]]
+        resumed.append(provenance["resumed_from_epoch"])
+        assert len(resumed) == n and resumed[0] == 0, provenance["attempts"]
+        assert resumed == sorted(set(resumed)) and resumed[-1] < epochs, resumed
+        log = (run_dir / "log.txt").read_text()
+        assert [int(k) for k in re.findall(rf"resuming after epoch (\d+) of {epochs}", log)] == (
+            resumed[1:]
+        )
+        # job.json counts metrics lines, which may hold the one epoch the signal cut short
+        # between its line and its checkpoint
+        assert all(
+            a["start_epoch"] - k in (0, 1) for a, k in zip(attempts[1:], resumed[1:], strict=True)
+        )
+
+        # the result: every epoch once, on the cosine schedule of an uninterrupted run
+        result = store.result(rid)
+        assert result.status == "done"
+        assert result.epochs_completed == result.epochs_planned == epochs
+        metrics = read_jsonl(run_dir / "metrics.jsonl")
+        assert [m["epoch"] for m in metrics] == list(range(1, epochs + 1))
+        assert spec["lr_schedule"] == "cosine"
+        expected_lr = [
+            spec["lr"] * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(1, epochs + 1)
+        ]
+        assert [m["lr"] for m in metrics] == pytest.approx(expected_lr, abs=1e-9)
+
+        # the sibling array task: one attempt, one SLURM record
+        other = store.read_job(sibling)
+        assert other["job_id"].split("_")[0] == job_id.split("_")[0] != other["job_id"]
+        assert [a["outcome"] for a in other["attempts"]] == ["done"]
+        assert [i["State"] for i in _sacct_instances(other["job_id"])] == ["COMPLETED"]
+    print(
+        f"{epochs} epochs in {n} attempts ({took:.0f} s); warnings {after} s and "
+        f"requeues {ran[:-1]} s into the attempts; resumed after epochs {resumed[1:]}"
+    )
+
+
+def _run_time_limited(store: Store, specs: list[dict], data_dir: Path, cluster):
+    """Launch under TIME_LIMIT_JOB (no retries: a resubmission would bypass the requeue)
+    and wait, with a deadline, until every run is settled."""
+    thread, events, box = _launch_in_background(store, specs, data_dir, TIME_LIMIT_JOB, 0)
+    rids = [run_id(s) for s in specs]
+    with _diagnostics_on_failure(store, rids, cluster):
+        thread.join(timeout=TL_DEADLINE_S)
+        if thread.is_alive():
+            for rid in rids:  # the next test gets a free node
+                job_id = store.read_job(rid).get("job_id")
+                if job_id:
+                    subprocess.run(["scancel", job_id], check=False)
+            raise AssertionError(f"the runs did not end within {TL_DEADLINE_S} s: {events}")
+        if "report" not in box:
+            raise AssertionError(f"launch() raised (traceback on stderr): {events}")
+    return box["report"], events
+
+
+def _sacct_instances(job_id: str) -> list[dict[str, str]]:
+    """sacct's record of every start of `job_id` (--duplicates: requeued ones too), in order."""
+    fields = ["JobID", "State", "Start", "End", "Timelimit"]
+    cmd = ["sacct", "-D", "-X", "-n", "--parsable2", "-o", ",".join(fields)]
+    out = subprocess.run(
+        [*cmd, "-j", job_id.split("_")[0]], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    rows = [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line]
+    return [row for row in rows if row["JobID"] == job_id]
+
+
+def _when(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S")
+
+
+def _submitit_log(store: Store, job_id: str, kind: str) -> str:
+    paths = sorted((store.slurm_dir / job_id).glob(f"*_log.{kind}"))  # <job>_<rank>_log.*
+    return "".join(p.read_text(errors="replace") for p in paths)
+
+
+@contextlib.contextmanager
+def _diagnostics_on_failure(store: Store, rids: list[str], cluster):
+    """On any failure print what explains it: sacct, the runs' logs, the jobs' stdout and
+    stderr, the daemons' logs (pytest shows them with the failure)."""
+    try:
+        yield
+    except BaseException:
+        print(_diagnostics(store, rids, cluster))
+        raise
+
+
+def _diagnostics(store: Store, rids: list[str], cluster) -> str:
+    sections = []
+
+    def add(title: str, produce) -> None:
+        try:
+            text = produce()
+        except Exception as exc:  # diagnostics must never hide the failure itself
+            text = f"(unavailable: {exc})"
+        sections.append(f"===== {title}\n{text.rstrip()}")
+
+    jobs = {rid: store.read_job(rid, quarantine=False) for rid in rids}
+    mains = sorted({j["job_id"].split("_")[0] for j in jobs.values() if j.get("job_id")})
+    fields = "JobID%16,State,Submit,Start,End,Elapsed,Timelimit,ExitCode"
+    cmd = ["sacct", "-D", "-o", fields, "-j", ",".join(mains) or "0"]
+    add(" ".join(cmd), lambda: subprocess.run(cmd, capture_output=True, text=True).stdout)
+    for rid in rids:
+        add(f"{rid}/job.json", lambda rid=rid: json.dumps(jobs[rid], indent=1))
+        add(f"{rid}/log.txt", lambda rid=rid: _tail(store.run_dir(rid) / "log.txt", 60))
+    for path in sorted(store.slurm_dir.rglob("*_log.*")):
+        add(str(path), lambda path=path: _tail(path, 80))
+    for name in ("slurmctld.log", "slurmd.log"):
+        add(name, lambda name=name: _tail(cluster.state_dir / "log" / name, 60))
+    return "\n".join(sections)
+
+
+def _tail(path: Path, lines: int) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

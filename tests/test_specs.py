@@ -98,3 +98,86 @@ def test_deviations_name_each_departure_from_the_protocol():
         "nd.head=channel_deconv (authors' code: delinear)",
     ]
     assert ClassifySpec.from_dict(BASE).deviations() == []
+
+
+# Run ids of specs fixed before ImageNet (and its options) joined the spec: adding an option
+# that cannot apply to a run must never change the id of a run users have already trained.
+STABLE_RUN_IDS = {
+    "classify-vgg16-nd-cifar10-e20-s0-9d232f9975cf": BASE,
+    "classify-resnet18-bn-cifar100-e100-s2-da0a5665eee2": {
+        **BASE,
+        "dataset": "cifar100",
+        "arch": "resnet18",
+        "norm": "bn",
+        "epochs": 100,
+        "seed": 2,
+    },
+    "classify-densenet121-nd-cifar10-e1-s0-535513c8bf5a": {
+        **BASE,
+        "arch": "densenet121",
+        "epochs": 1,
+        "nd": {"head": "channel_deconv"},
+    },
+    "classify-mlp-nd-fashionmnist-e20-s0-7ca84ab05c8d": {
+        **BASE,
+        "dataset": "fashion-mnist",
+        "arch": "mlp",
+    },
+    "classify-mlp-none-mnist-e20-s0-cd0a6a57edfc": {
+        **BASE,
+        "dataset": "mnist",
+        "arch": "mlp",
+        "norm": "none",
+        "train_subset": 1000,
+    },
+}
+
+
+@pytest.mark.parametrize("expected", sorted(STABLE_RUN_IDS))
+def test_run_ids_of_existing_experiments_are_stable(expected):
+    assert run_id(effective_spec(STABLE_RUN_IDS[expected])) == expected
+
+
+IMAGENET = {"kind": "classify", "dataset": "imagenet", "epochs": 90}
+
+
+def test_imagenet_specs_get_main_imagenet_defaults():
+    spec = effective_spec({**IMAGENET, "arch": "resnet18", "norm": "nd"})
+    assert (spec["batch_size"], spec["weight_decay"], spec["lr"]) == (256, 1e-4, 0.1)
+    assert spec["nd"]["block_fc"] == 64 and spec["augment"] is True
+    assert "vgg11_custom_init" not in spec["nd"]  # VGG-11 only
+    assert ClassifySpec.from_dict(spec).deviations() == []
+    bn = effective_spec({**IMAGENET, "arch": "resnet18", "norm": "bn"})
+    assert bn["nd"]["block_fc"] == 64  # the protocol's options, never CIFAR's, in a BN spec
+
+
+def test_imagenet_choices_are_recorded_as_deviations():
+    spec = ClassifySpec.from_dict(
+        {**IMAGENET, "arch": "vgg11", "norm": "nd", "batch_size": 128, "nd": {"block_fc": 512}}
+    )
+    assert spec.deviations() == [
+        "batch_size=128 (protocol: 256)",
+        "nd.block_fc=512 (authors' code: 64)",
+    ]
+    custom = effective_spec({**IMAGENET, "arch": "vgg11", "norm": "nd"})
+    assert custom["nd"]["vgg11_custom_init"] is False  # recorded where it applies
+    ablated = ClassifySpec.from_dict({**custom, "nd": {**custom["nd"], "vgg11_custom_init": True}})
+    assert ablated.deviations() == ["nd.vgg11_custom_init=True (authors' code: False)"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({**BASE, "arch": "vgg11"}, "architecture 'vgg11' does not run on dataset 'cifar10'"),
+        ({**IMAGENET, "arch": "vgg16", "norm": "bn"}, "'vgg16' does not run on dataset 'imagenet'"),
+        ({**IMAGENET, "arch": "resnet18", "norm": "none"}, "on imagenet supports norm bn, nd"),
+        ({**IMAGENET, "arch": "mlp", "norm": "nd"}, "'mlp' does not run on dataset 'imagenet'"),
+        (
+            {**IMAGENET, "arch": "resnet18", "norm": "nd", "nd": {"vgg11_custom_init": True}},
+            "nd.vgg11_custom_init applies only to the ND VGG-11 on imagenet",
+        ),
+    ],
+)
+def test_imagenet_bad_combinations_are_clear_errors(fields, message):
+    with pytest.raises(RunnerInputError, match=message):
+        effective_spec(fields)

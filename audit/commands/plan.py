@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from audit.errors import AuditError
-from audit.plan import Plan, build_plan, format_plan
+from audit.plan import Plan, build_plan, format_plan, throughput_key
 from audit.profiles import PROFILES, default_data_dir, get_profile
+from runners.errors import RunnerInputError
 
 HELP = "show the experiment matrix a profile and selection would run"
 
@@ -64,10 +65,10 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     return plan
 
 
-def recorded_throughputs(store_dir: Path) -> dict[tuple[str, str], float]:
-    """Mean images/s of finished GPU runs in the store, per (arch, norm); unreadable run
-    directories are left out (an estimate never fails a plan)."""
-    rates: dict[tuple[str, str], list[float]] = {}
+def recorded_throughputs(store_dir: Path) -> dict[tuple[str, str, str], float]:
+    """Mean images/s of finished GPU runs in the store, per (input kind, arch, norm);
+    unreadable run directories are left out (an estimate never fails a plan)."""
+    rates: dict[tuple[str, str, str], list[float]] = {}
     runs = Path(store_dir) / "runs"
     for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
         speeds = _recorded_speeds(run_dir)
@@ -76,8 +77,8 @@ def recorded_throughputs(store_dir: Path) -> dict[tuple[str, str], float]:
     return {key: sum(v) / len(v) for key, v in rates.items()}
 
 
-def _recorded_speeds(run_dir: Path) -> tuple[tuple[str, str], list[float]] | None:
-    """((arch, norm), images/s per epoch) of a finished GPU classification run, else None."""
+def _recorded_speeds(run_dir: Path) -> tuple[tuple[str, str, str], list[float]] | None:
+    """(throughput key, images/s per epoch) of a finished GPU classification run, else None."""
     import yaml
 
     from runners.rundir import METRICS_FILE, read_jsonl, read_result, read_spec
@@ -91,10 +92,12 @@ def _recorded_speeds(run_dir: Path) -> tuple[tuple[str, str], list[float]] | Non
         return None
     speeds = [m.get("images_per_second") for m in metrics if isinstance(m, dict)]
     speeds = [float(v) for v in speeds if isinstance(v, int | float) and v > 0]
-    key = (spec.get("arch"), spec.get("norm"))
-    if not speeds or not all(isinstance(k, str) for k in key):
+    if not speeds or spec.get("kind") != "classify":
         return None
-    return key, speeds
+    try:
+        return throughput_key(spec), speeds
+    except (KeyError, RunnerInputError):  # a spec.yaml edited by hand
+        return None
 
 
 def main(args: argparse.Namespace) -> int:
