@@ -83,6 +83,14 @@ def _quick_scope(exp: Experiment) -> bool:
     return exp.get("arch") == "mlp" and exp.get("dataset") in ("fashion-mnist", "mnist")
 
 
+def _quick_adjust(exp: Experiment) -> Experiment:
+    """The kernels from scikit-image's photographs, offline, instead of the paper's ImageNet
+    images (a recorded deviation); the MLPs unchanged."""
+    if exp.get("kind") == "kernels":
+        return {**exp, "source": "skimage"}
+    return exp
+
+
 def _quick_extras(data_dir: Path) -> list[Experiment]:
     """A one-epoch VGG-16 BN/ND smoke run on a CIFAR-10 subset, only where CIFAR-10 is present."""
     if not dataset_present("cifar10", data_dir):
@@ -119,6 +127,7 @@ PROFILES: dict[str, Profile] = {
             "the kernels experiment, and a CIFAR-10 smoke run where CIFAR-10 is present",
             seeds=1,
             keep=_quick_scope,
+            adjust=_quick_adjust,
             extras=_quick_extras,
             needs_data_present=True,
             label=QUICK_LABEL,

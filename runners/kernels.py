@@ -42,7 +42,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,24 @@ def skimage_images(spec: KernelsSpec) -> ImageSet:
     )
 
 
+def imagenet_images(spec: KernelsSpec, data_dir: Path | None) -> ImageSet:
+    """The paper's source: random ImageNet images, from the val split of the classification
+    runs' ImageNet (<data_dir>/imagenet/val/<wnid>/*.JPEG)."""
+    from runners import data as datasets
+
+    root = Path(data_dir) if data_dir is not None else datasets.default_data_dir()
+    info = datasets.dataset_info("imagenet")
+    val = datasets.image_folder_base(info, root) / "val"
+    if not val.is_dir():
+        raise RunnerInputError(
+            f"kernels source imagenet draws its images from {val.absolute()}, which does not "
+            f"exist. Expected {info.how_to_get}; or compute the kernels of another source "
+            "(source: skimage works offline)"
+        )
+    images = folder_images(spec, val)
+    return replace(images, source="imagenet")
+
+
 def folder_images(spec: KernelsSpec, folder: Path | None) -> ImageSet:
     """jpg/png files under `folder` (recursive), each resized and centre-cropped."""
     if folder is None:
@@ -252,6 +270,8 @@ def cifar_images(spec: KernelsSpec, data_dir: Path | None) -> ImageSet:
 def open_images(spec: KernelsSpec, data_dir: Path | None) -> ImageSet:
     if spec.source == "skimage":
         return skimage_images(spec)
+    if spec.source == "imagenet":
+        return imagenet_images(spec, data_dir)
     if spec.source == "folder":
         return folder_images(spec, data_dir)
     return cifar_images(spec, data_dir)

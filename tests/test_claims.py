@@ -297,7 +297,7 @@ def test_experiments_are_deduplicated_and_cover_both_sides(claims):
     everything = claims.experiments()
     assert len(everything) == len({tuple(sorted(e.items())) for e in everything})
     assert len([e for e in everything if e.get("dataset") == "imagenet"]) == 7  # Table 2 rows
-    assert {"kind": "kernels"} in everything
+    assert {"kind": "kernels"} in everything  # the spec's default source: the paper's ImageNet
 
 
 def test_select_by_ids_glob_and_epochs(claims):

@@ -61,7 +61,7 @@ def items(images: list[torch.Tensor]) -> list[tuple[str, torch.Tensor, str]]:
 
 
 def spec_of(**fields) -> KernelsSpec:
-    return KernelsSpec.from_dict({"kind": "kernels", **fields})
+    return KernelsSpec.from_dict({"kind": "kernels", "source": "skimage", **fields})
 
 
 @pytest.fixture(autouse=True)
@@ -192,7 +192,7 @@ def _assert_self_contained_svg(text: str) -> None:
 
 
 def test_run_writes_every_file(tmp_path):
-    spec = {"kind": "kernels", "n_images": 12, "image_size": 32}
+    spec = {"kind": "kernels", "source": "skimage", "n_images": 12, "image_size": 32}
     assert get_runner("kernels") is run
     result = run(spec, tmp_path / "r1")
     run_dir = tmp_path / "r1"
@@ -221,7 +221,7 @@ def test_run_writes_every_file(tmp_path):
 
 
 def test_a_run_directory_of_another_spec_is_refused(tmp_path):
-    spec = {"kind": "kernels", "n_images": 2, "image_size": 32}
+    spec = {"kind": "kernels", "source": "skimage", "n_images": 2, "image_size": 32}
     run(spec, tmp_path / "r")
     with pytest.raises(RunnerInputError, match="different spec"):
         run({**spec, "kernel_size": 3}, tmp_path / "r")
@@ -229,11 +229,21 @@ def test_a_run_directory_of_another_spec_is_refused(tmp_path):
 
 def test_bad_device_is_reported(tmp_path):
     with pytest.raises(RunnerInputError, match="unknown device 'gpu0'"):
-        run({"kind": "kernels", "n_images": 2, "image_size": 32}, tmp_path / "r", device="gpu0")
+        run(
+            {"kind": "kernels", "source": "skimage", "n_images": 2, "image_size": 32},
+            tmp_path / "r",
+            device="gpu0",
+        )
 
 
 def test_pinned_image_checksum_must_match(tmp_path):
-    spec = {"kind": "kernels", "n_images": 12, "image_size": 32, "images_sha256": "0" * 64}
+    spec = {
+        "kind": "kernels",
+        "source": "skimage",
+        "n_images": 12,
+        "image_size": 32,
+        "images_sha256": "0" * 64,
+    }
     with pytest.raises(RunnerInputError, match="images_sha256"):
         run(spec, tmp_path / "r")
     assert not (tmp_path / "r" / "result.json").exists()
@@ -265,6 +275,23 @@ def test_folder_source_uses_every_image_and_identifies_their_content(tmp_path):
     changed = json.loads((tmp_path / "r2" / "provenance.json").read_text())
     assert changed["images"]["ids"] == provenance["images"]["ids"]
     assert changed["images"]["sha256"] != provenance["images"]["sha256"]
+
+
+def test_imagenet_source_draws_from_the_val_split_of_the_data_directory(tmp_path):
+    """The paper's source: ImageNet images, from <data_dir>/imagenet/val (not train)."""
+    from tests import fakedata
+
+    data_dir = fakedata.write_imagenet(tmp_path / "data", n_train=1, n_val=2)
+    spec = {"kind": "kernels", "source": "imagenet", "n_images": 6, "kernel_size": 3}
+    result = run(spec, tmp_path / "run", data_dir=data_dir)
+    assert result.status == "done" and result.deviations == ["n_images=6 (paper: 1024)"]
+    provenance = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert provenance["images"]["source"] == "imagenet"
+    ids = provenance["images"]["ids"]
+    assert len(ids) == 6 and all(i.startswith("n0") and "_val_" in i for i in ids)
+    assert effective_spec({"kind": "kernels", "source": "imagenet"})["n_images"] == 1024
+    with pytest.raises(RunnerInputError, match=r"imagenet/val, which does not exist.*skimage"):
+        run(spec, tmp_path / "missing", data_dir=tmp_path / "nothing")
 
 
 @pytest.mark.parametrize(
@@ -299,14 +326,18 @@ def test_too_few_patches_for_the_covariance_is_reported():
 
 
 def test_spec_defaults_are_resolved_per_source_and_solver():
-    assert effective_spec({"kind": "kernels"})["n_images"] is None  # every skimage tile
+    paper = effective_spec({"kind": "kernels"})  # the paper's figure: 1024 ImageNet images
+    assert (paper["source"], paper["n_images"], paper["image_size"]) == ("imagenet", 1024, 224)
+    assert KernelsSpec.from_dict(paper).deviations() == []
+    skimage = {"kind": "kernels", "source": "skimage"}
+    assert effective_spec(skimage)["n_images"] is None  # every skimage tile
     folder = effective_spec({"kind": "kernels", "source": "folder"})
     assert (folder["n_images"], folder["resize"], folder["image_size"]) == (1024, 256, 224)
     cifar = effective_spec({"kind": "kernels", "source": "cifar10"})
     assert (cifar["resize"], cifar["image_size"]) == (None, 32)
-    ns = effective_spec({"kind": "kernels", "isqrt": "newton_schulz"})
+    ns = effective_spec({**skimage, "isqrt": "newton_schulz"})
     assert ns["n_iter"] == 15 and effective_spec(ns) == ns
-    assert run_id(ns) != run_id(effective_spec({"kind": "kernels"}))
+    assert run_id(ns) != run_id(effective_spec(skimage))
     assert run_id(ns).startswith("kernels-skimage-k5-newtonschulz-s0-")
     assert any("ImageNet" in d for d in KernelsSpec.from_dict(ns).deviations())
     assert KernelsSpec.from_dict(folder).deviations() == []
@@ -318,7 +349,7 @@ def test_spec_defaults_are_resolved_per_source_and_solver():
         ({"kernel_size": 4}, "odd"),
         ({"colour": True}, "unknown kernels spec field"),
         ({"n_iter": 5}, "only applies to isqrt newton_schulz"),
-        ({"source": "imagenet"}, "source must be one of"),
+        ({"source": "imagenet21k"}, "source must be one of"),
         ({"image_size": 3}, "smaller than kernel_size"),
         ({"source": "cifar10", "image_size": 40}, "exceeds CIFAR"),
         ({"images_sha256": "abc"}, "64 lower-case hex"),

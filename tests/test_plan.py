@@ -100,6 +100,15 @@ def test_quick_profile_runs_the_mlp_protocol_and_labels_what_deviates(claims, tm
     )
     text = format_plan(kernels)
     assert "NOT a reproduction" in text and "source=skimage (paper: ImageNet images)" in text
+    # the offline photographs: the same run (id) as when they were the spec's default source
+    (photos,) = kernels.runs
+    assert photos.run_id == "kernels-skimage-k5-exact-s0-e3a57fec6ffe"
+    # the full profile computes them from ImageNet as the paper, without a deviation
+    paper = build_plan(
+        claims.select(groups=["centre-surround"]), get_profile("full"), data_dir=tmp_path
+    )
+    assert {r.spec["source"] for r in paper.runs} == {"imagenet"}
+    assert all(r.deviations == [] for r in paper.runs)
     # MNIST has no offline source: skipped with the reason, not silently dropped
     assert any("mnist is not in the data directory" in s.reason for s in quick.skipped)
 

@@ -1,7 +1,8 @@
 """`audit kernels`: first-layer deconvolution kernels and their centre-surround score.
 
     audit kernels --out runs/kernels                      # offline scikit-image photographs
-    audit kernels --out runs/imagenet --source folder --images /data/imagenet/val
+    audit kernels --out runs/imagenet --source imagenet --images /data  # <data>/imagenet/val
+    audit kernels --out runs/photos --source folder --images ~/photos
     audit kernels --out runs/ns5 --isqrt newton_schulz --n-iter 5
 
 The spec is validated before torch is imported. The run directory gets spec.yaml,
@@ -54,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="PATH",
-        help="image folder (--source folder) or CIFAR data directory",
+        help="image folder (--source folder), or the data directory holding imagenet/ "
+        "(--source imagenet) or CIFAR",
     )
     run.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
 

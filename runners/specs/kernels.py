@@ -2,8 +2,9 @@
 
 The kernel of colour channel c is the row of D = (Cov + eps I)^{-1/2} at (channel c, centre
 pixel), where Cov is one pooled covariance of all k x k x 3 patches of N images. The paper's
-figure used 1024 random ImageNet images; the defaults below follow nd-spec 4 wherever the
-paper's own choice is unknown.
+figure used 1024 random ImageNet images (`source: imagenet` draws them from the val split,
+the paper does not say which); the defaults below follow nd-spec 4 wherever the paper's own
+choice is unknown.
 
 Choices worth knowing:
 - kernel_size 5: the paper does not state the figure's kernel size [paper]. k = 5 is the
@@ -37,7 +38,7 @@ from runners.specs.checks import (
     require_positive_int,
 )
 
-SOURCES = ("skimage", "folder", "cifar10", "cifar100")
+SOURCES = ("skimage", "imagenet", "folder", "cifar10", "cifar100")
 ISQRT = ("exact", "newton_schulz")
 PAPER_N_IMAGES = 1024  # "1024 random ImageNet images" (paper's figure caption)
 CIFAR_SIZE = 32
@@ -46,6 +47,7 @@ NS_ITER_DEFAULT = 15  # nd-spec 4 step 4: NS needs n >= 15 to converge on image 
 # source -> (resize: shorter side before cropping/tiling, image_size: crop/tile side)
 SOURCE_DEFAULTS: dict[str, tuple[int | None, int]] = {
     "skimage": (256, 64),  # ImageNet's 256 resize, then 64-px tiles: ~100 images from 5 photos
+    "imagenet": (256, 224),  # the paper's images, with the ImageNet protocol's resize and crop
     "folder": (256, 224),  # the ImageNet protocol: resize 256, centre crop 224
     "cifar10": (None, 32),  # CIFAR images are used as they are (32 x 32)
     "cifar100": (None, 32),
@@ -57,7 +59,9 @@ class KernelsSpec:
     """One kernel computation. Field comments give the meaning and the reason for defaults."""
 
     kind: str = "kernels"
-    source: str = "skimage"  # skimage photographs | image folder (ImageNet) | CIFAR train set
+    # ImageNet val (<data_dir>/imagenet/val: the paper's source) | skimage photographs
+    # (offline; the quick profile's) | any image folder | CIFAR train set
+    source: str = "imagenet"
     n_images: int | None = None  # None: every skimage tile; 1024 (paper) for folder / CIFAR
     kernel_size: int = 5  # k, odd (the kernel needs a centre pixel); see module docstring
     patch_stride: int = 1  # stride of the k x k patch grid (statistically irrelevant, nd-spec 4)
@@ -176,7 +180,7 @@ class KernelsSpec:
         converged inverse root, pooled covariance), in words, for every report."""
         spec = self.resolved()
         out = []
-        if spec.source != "folder":
+        if spec.source not in ("imagenet", "folder"):
             out.append(f"source={spec.source} (paper: ImageNet images)")
         if spec.n_images != PAPER_N_IMAGES:
             out.append(f"n_images={spec.n_images or 'all tiles'} (paper: {PAPER_N_IMAGES})")
