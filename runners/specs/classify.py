@@ -59,7 +59,7 @@ class NDOptions:
     fc_moment: str = "uncentred"  # ChannelDeconv second moment: authors' uncentred, or centred
     # ImageNet VGG-11 only: main_imagenet.py's vgg11d call skips torchvision's VGG init (its
     # name string lands in `pretrained`, nd-spec 2.8), so the authors' model keeps PyTorch's
-    # default init; True applies the intended kaiming/normal init.
+    # default init; True runs their init loop as written (docs/fidelity.md, item 8c).
     vgg11_custom_init: bool = False
 
     def validate(self) -> None:
