@@ -20,14 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 N_TRAIN = 300  # 3 iterations of 128 per epoch (the last one partial)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads run the
-    CNN steps about five times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

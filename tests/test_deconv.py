@@ -28,14 +28,7 @@ from runners.deconv import (
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests run many tiny BLAS calls; on a shared CPU a multi-threaded BLAS waits for
-    # busy cores on every call (100x slower here), so run them single-threaded.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _spd(d: int, cond: float, dtype=torch.float64, seed: int = 0) -> torch.Tensor:

@@ -41,13 +41,13 @@ STEMS = {"vgg11": (3, 1, 3), "resnet18": (7, 2, 6), "densenet121": (7, 2, 6)}
 FAST_DECONV_LAYERS = {"vgg11": 8, "resnet18": 1 + 16 + 3, "densenet121": 1 + 2 * 58 + 3}
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread, as in test_models; the cached models are freed at the end."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def free_cached_models() -> Iterator[None]:
+    """The cached models (VGG-11 alone holds 133M parameters) are freed after the module."""
     yield
-    torch.set_num_threads(threads)
     model.cache_clear()
 
 

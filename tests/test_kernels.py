@@ -64,13 +64,7 @@ def spec_of(**fields) -> KernelsSpec:
     return KernelsSpec.from_dict({"kind": "kernels", "source": "skimage", **fields})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small matmuls on a shared 2-core machine run faster without thread contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,6 @@ from runners.specs.classify import NDOptions
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.fixture
-def one_thread():
-    """Training loops on a shared 2-core machine run far faster without thread contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def modules(model: nn.Module, kind: type) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, kind)]
 
@@ -107,7 +98,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((model(x).argmax(1) == y).float().mean())
 
 
-def test_digits_train_to_high_accuracy_with_every_norm(one_thread):
+def test_digits_train_to_high_accuracy_with_every_norm(one_torch_thread):
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -138,7 +129,7 @@ def read_idx(path: Path, count: int) -> np.ndarray:
     not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
     reason=f"real Fashion-MNIST not at {FASHION_MNIST} (apt install dataset-fashion-mnist)",
 )
-def test_fashion_mnist_short_training_reaches_plausible_test_accuracy(one_thread):
+def test_fashion_mnist_short_training_reaches_plausible_test_accuracy(one_torch_thread):
     def load(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         images = read_idx(FASHION_MNIST / f"{split}-images-idx3-ubyte.gz", count)
         labels = read_idx(FASHION_MNIST / f"{split}-labels-idx1-ubyte.gz", count)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from runners.models.densenet import Transition  # the same [BN]-ReLU-1x1, 2x2 pool as CIFAR's
 from runners.models.layers import NormSwitch
 from runners.specs.classify import NDOptions, protocol_nd_options
 
@@ -38,17 +39,6 @@ class DenseLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         new = self.conv2(self.conv1(x))
         return torch.cat([F.relu(x) if self.rectify_input else x, new], 1)
-
-
-class Transition(nn.Module):
-    """[BN]-ReLU-1x1 compression, then 2x2 average pooling."""
-
-    def __init__(self, switch: NormSwitch, in_planes: int, out_planes: int) -> None:
-        super().__init__()
-        self.conv = switch.norm_relu_conv(in_planes, out_planes, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.avg_pool2d(self.conv(x), 2)
 
 
 class DenseNet(nn.Module):
