@@ -338,6 +338,17 @@ def test_audit_train_missing_data_exits_2(tmp_path, capsys):
     assert err.startswith("audit train: error: dataset mnist not found") and "--download" in err
 
 
+def test_loader_workers_default_to_none_on_the_cpu_and_the_free_cores_on_a_gpu(monkeypatch):
+    assert classify.auto_workers(torch.device("cpu")) == 0
+    gpu = torch.device("cuda")  # only its type is read: testable without a GPU
+    monkeypatch.setattr(classify.os, "sched_getaffinity", lambda _: set(range(8)))
+    assert classify.auto_workers(gpu) == 7  # one core stays with the training process
+    monkeypatch.setattr(classify.os, "sched_getaffinity", lambda _: set(range(64)))
+    assert classify.auto_workers(gpu) == 16  # the authors' --workers
+    monkeypatch.setattr(classify.os, "sched_getaffinity", lambda _: {0})
+    assert classify.auto_workers(gpu) == 0
+
+
 def test_loader_workers_change_nothing_without_augmentation(tmp_path, mnist_dir):
     """Shuffling happens in the main process (seeded generator), so MNIST runs with worker
     processes equal runs without them."""

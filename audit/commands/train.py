@@ -77,9 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--workers",
         type=int,
-        default=0,
+        default=None,
         metavar="N",
-        help="data-loader worker processes (default 0)",
+        help="data-loader worker processes (default: 0 on the CPU, up to 16 on a GPU)",
     )
     run.add_argument(
         "--threads",
@@ -135,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
 
     spec = build_spec(args)
     ClassifySpec.from_dict(spec)  # bad fields (arch, norm, dataset...) fail before torch loads
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise RunnerInputError(f"--workers must be 0 or more, got {args.workers}")
     if args.threads is not None and args.threads < 1:
         raise RunnerInputError(f"--threads must be at least 1, got {args.threads}")
