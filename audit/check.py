@@ -1,8 +1,9 @@
 """The CI gate's verdict and its renderings: a compact text table, JUnit XML, markdown, JSON.
 
 Input is the comparison table of `audit.compare.compare`. A claim passes the gate when its
-verdict is `reproduced`; `missing` and `inconclusive` pass only when allowed (flags of
-`audit check`); claims with `gate: false` are shown but never fail the gate.
+verdict is `reproduced` or `holds` (audit/verdicts.py); `missing` and the undecided
+`inconclusive`/`unresolved` pass only when allowed (flags of `audit check`); claims with
+`gate: false` are shown but never fail the gate.
 Exit codes: 0 every gated claim passes, 1 some does not (2, bad input, is raised earlier).
 
 This module never imports torch.
@@ -10,7 +11,6 @@ This module never imports torch.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from typing import Any
@@ -18,19 +18,14 @@ from xml.sax.saxutils import escape, quoteattr
 
 import pandas as pd
 
-from audit.compare import VERDICTS
+from audit import verdicts
+from audit.verdicts import PASSING, VERDICTS
 
 PASS, FAIL = 0, 1
 MARKDOWN_ROW_LIMIT = 500  # GitHub caps a step summary at 1 MiB
 
 
-def passing_verdicts(allow_missing: bool = False, allow_inconclusive: bool = False) -> set[str]:
-    allowed = {"reproduced"}
-    if allow_missing:
-        allowed.add("missing")
-    if allow_inconclusive:
-        allowed.add("inconclusive")
-    return allowed
+passing_verdicts = verdicts.passing_verdicts  # the rule lives with the vocabulary
 
 
 def gate_failures(table: pd.DataFrame, allowed: set[str]) -> pd.DataFrame:
@@ -43,11 +38,15 @@ def exit_code(table: pd.DataFrame, allowed: set[str]) -> int:
 
 
 def summary_line(table: pd.DataFrame, allowed: set[str]) -> str:
+    from audit.compare import fdr_summary
+
     counts = Counter(table["verdict"])
-    parts = [f"{counts[v]} {v.replace('_', ' ')}" for v in VERDICTS if counts[v]]
+    parts = [f"{counts[v]} {verdicts.label(v)}" for v in VERDICTS if counts[v]]
     failing = len(gate_failures(table, allowed))
     gate = "PASS" if not failing else f"FAIL ({failing} gated claim(s) not within tolerance)"
-    return f"{len(table)} claims: {', '.join(parts) or 'none'}. Gate: {gate}"
+    fdr = fdr_summary(table) if "q_value" in table else {"failures": 0}
+    fdr_text = f" {fdr['sentence'][0].upper()}{fdr['sentence'][1:]}." if fdr["failures"] else ""
+    return f"{len(table)} claims: {', '.join(parts) or 'none'}.{fdr_text} Gate: {gate}"
 
 
 # --------------------------------------------------------------------------- numbers
@@ -134,7 +133,7 @@ def render_junit(table: pd.DataFrame, allowed: set[str], name: str = "audit chec
                 f"{head}><failure message={quoteattr(_junit_message(row))} "
                 f"type={quoteattr(row.verdict)}>{escape(_junit_detail(row))}</failure></testcase>"
             )
-        elif row.verdict != "reproduced":
+        elif row.verdict not in PASSING:
             skipped += 1
             cases.append(f"{head}><skipped message={quoteattr(_junit_message(row))}/></testcase>")
         else:
@@ -192,7 +191,7 @@ def render_markdown(table: pd.DataFrame, allowed: set[str], title: str = "Claims
 
 def _group_counts(table: pd.DataFrame) -> list[str]:
     present = [v for v in VERDICTS if (table["verdict"] == v).any()]
-    lines = ["| group | " + " | ".join(v.replace("_", " ") for v in present) + " |"]
+    lines = ["| group | " + " | ".join(verdicts.label(v) for v in present) + " |"]
     lines.append("|---" * (len(present) + 1) + "|")
     for group, part in table.groupby("group", sort=False):
         counts = Counter(part["verdict"])
@@ -213,7 +212,7 @@ def _claims_markdown(rows: pd.DataFrame) -> list[str]:
             _num(row.abs_dev, signed=True),
             _num(row.rel_dev, signed=True),
             row.tolerance,
-            f"**{row.verdict}**",
+            f"**{verdicts.label(row.verdict)}**",
             str(row.reason or "").replace("|", "\\|"),
         )
         lines.append("| " + " | ".join(cells) + " |")
@@ -227,12 +226,9 @@ def _claims_markdown(rows: pd.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------- JSON
 
 
-def render_json(table: pd.DataFrame, allowed: set[str]) -> str:
-    """Machine-readable: summary, exit code and every comparison row (NaN and inf -> null)."""
-    head = {
-        "summary": dict(Counter(table["verdict"])),
-        "exit_code": exit_code(table, allowed),
-        "passing_verdicts": sorted(allowed),
-    }
-    claims = table.to_json(orient="records", double_precision=10)  # C speed for 10k rows
-    return json.dumps(head)[:-1] + f', "claims": {claims}}}'
+def render_json(table: pd.DataFrame, allowed: set[str], **context: object) -> str:
+    """The verdict record (audit/record.py, docs/verdicts.md): what `audit check --json`
+    prints and verdicts.json holds."""
+    from audit.record import build_verdict_record, record_json
+
+    return record_json(build_verdict_record(table, allowed, **context))  # type: ignore[arg-type]

@@ -2,21 +2,28 @@
 
 A claim's runs are the result rows whose fields equal every field of the claim's
 experiment (so a run with extra or deviating spec fields still counts; its deviations are
-listed in the outcome row). Statistics use the runs with status `done` only:
+listed in the outcome row). Statistics use the runs with status `done` only. The rules
+(docs/verdicts.md is the long form; audit/verdicts.py names the verdicts):
 
-- value / threshold: mean, sample std, n and a 95% t-interval (n >= 2) of the metric over
-  the done runs; `abs_dev = mean - claimed` (points) and
-  `rel_dev = (mean - claimed) / claimed * 100` (the seed study's "percentage change from
-  the original"). Verdict: `reproduced` if the mean lies within the tolerance band,
-  `not_reproduced` if not, `inconclusive` if n >= 2 and the interval straddles a band edge.
+- value / threshold (printed c, tolerance band [low, high], n seeds with mean m, sd s):
+  `reproduced` when m lies in the band (rule `tolerance`) or c lies inside the prediction
+  interval m ± t·s·√(1+1/n) (rule `prediction`); otherwise `better_than_claimed` or
+  `worse_than_claimed` on that side, with the one-sided p-value of the difference. n = 1
+  is decided on the point (rule `single-run`); at the first look of a declared two-look
+  design a claim outside the band but inside the interval is `inconclusive`.
+  `abs_dev = m - claimed` (points) and `rel_dev = (m - claimed) / claimed * 100` (the seed
+  study's "percentage change from the original").
 - relation: the statistic is sum(coef * metric) over its terms (e.g. ND - BN). Runs of the
-  terms that share a seed are paired: one difference per common seed, then mean, std and a
-  t-interval of those differences. Without common seeds the means are combined
-  (Welch-Satterthwaite degrees of freedom). The relation holds if the statistic `op` -slack;
-  `relation_flipped` if not; `inconclusive` if the interval contains the boundary.
+  terms that share a seed are paired: one difference per common seed, then mean, sd and a
+  t-interval; without common seeds the means are combined (Welch-Satterthwaite). `holds`
+  when the lower bound lies above the boundary -slack, `flipped` when the upper bound lies
+  below it, `unresolved` otherwise; also P(difference > 0) over the pairs, the exact
+  sign-flip p and the gap recovered (ours over the paper's difference).
 - `missing`: no run matched (or none recorded the metric); `failed`: runs matched but none
-  is done (failed, diverged or a corrupt result.json). When some runs are done and others
+  is done; `corrupt`: a matched run directory is damaged. When some runs are done and others
   failed, the verdict uses the done ones and `reason` names the failed ones.
+- Replicates of one cell must have distinct seeds (AuditError otherwise).
+- Benjamini-Hochberg q-values over every claim with a p-value (`q_value`).
 
 This module never imports torch.
 """
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -33,6 +40,36 @@ from typing import Any
 import pandas as pd
 
 from audit.claims import Claim, ClaimSet, Tolerance
+from audit.errors import AuditError
+from audit.stats import (
+    Stats,
+    bh_qvalues,
+    combine,
+    mean_p,
+    prediction_interval,
+    prediction_p,
+    sign_flip_p,
+    summarise,
+    t_cdf,
+    t_quantile,
+)
+from audit.verdicts import CONFIDENCE, FDR_ALPHA, LOW_POWER_N, NOT_REPRODUCED, VERDICTS
+
+__all__ = [
+    "COLUMNS",
+    "CONFIDENCE",
+    "EXTRA_COLUMNS",
+    "VERDICTS",
+    "Design",
+    "Stats",
+    "compare",
+    "fdr_summary",
+    "judge_single_value",
+    "summarise",
+    "t_cdf",
+    "t_quantile",
+    "within_band",
+]
 
 COLUMNS = [
     "claim_id",
@@ -69,126 +106,71 @@ EXTRA_COLUMNS = [
     "values",  # per-run values; for a relation, the paired differences
     "paired",  # relation: True when the statistic comes from paired (same-seed) runs
     "note",
+    "rule",  # what decided the verdict: tolerance | prediction | confidence | single-run | -
+    "level",  # two-sided confidence of ci_* and pi_* (0.95; lower p per look in a design)
+    "pi_low",  # value: prediction interval of one more run (n >= 2)
+    "pi_high",
+    "p_value",  # one-sided p of the difference, on the side it lies (n >= 2)
+    "q_value",  # Benjamini-Hochberg q over every claim with a p-value
+    "single_run",  # n == 1: decided on the point, no spread
+    "low_power",  # n < 3
+    "escalated",  # the claim's cells got extra seeds (audit run --escalate)
+    "prob_improvement",  # relation: share of paired differences > 0 (ties count half)
+    "p_perm",  # relation: exact one-sided sign-flip permutation p
+    "gap_recovered",  # relation: our mean difference / the paper's
+    "gap_low",  # ... and its interval (ci_* / the paper's difference)
+    "gap_high",
 ]
-VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "missing", "failed", "relation_flipped")
-CONFIDENCE = 0.95
 _EPS = 1e-9  # bounds are inclusive; floats like 93.25 - 1.0 must not fall outside by noise
 
 
-# --------------------------------------------------------------------------- t quantiles
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The p-quantile (p in (0.5, 1)) of Student's t with `df` > 0 degrees of freedom.
-
-    Solved by bisection on the CDF, which is exact through the regularised incomplete beta
-    function (no scipy: it is not a dependency). Results are cached per (p, df).
-    """
-    if not 0.5 < p < 1 or not df > 0:
-        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df > 0, got p={p}, df={df}")
-    return _t_quantile(round(p, 12), round(df, 9))
-
-
-@lru_cache(maxsize=1024)
-def _t_quantile(p: float, df: float) -> float:
-    if df > 1e5:  # the incomplete beta loses digits here; the expansion is exact to 1e-12
-        z = _bisect(lambda x: 0.5 * math.erfc(-x / math.sqrt(2)), p)
-        return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-    return _bisect(lambda x: t_cdf(x, df), p)
-
-
-def _bisect(cdf: Callable[[float], float], p: float) -> float:
-    """The x > 0 with cdf(x) = p, for an increasing cdf."""
-    low, high = 0.0, 1.0
-    while cdf(high) < p:
-        high *= 2.0
-    for _ in range(200):
-        mid = (low + high) / 2
-        if cdf(mid) < p:
-            low = mid
-        else:
-            high = mid
-        if high - low < 1e-12 * max(1.0, high):
-            break
-    return (low + high) / 2
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with `df` degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t))
-    return 1 - tail if t >= 0 else tail
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b) (continued fraction, Numerical Recipes 6.4)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    front = math.exp(log_front + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1 - front * _betacf(b, a, 1 - x) / b
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    tiny = 1e-300
-    c, d = 1.0, 1 - (a + b) * x / (a + 1)
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        for num in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1 + num * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1) < 1e-15:
-            break
-    return h
-
-
-# --------------------------------------------------------------------------- statistics
-
-
 @dataclass(frozen=True)
-class Stats:
-    mean: float
-    std: float  # sample std (n - 1); NaN when n < 2
-    n: int
-    ci_low: float  # 95% t-interval of the mean; NaN when n < 2
-    ci_high: float
+class Design:
+    """How verdicts are decided. The default is one look at 95 %. A declared two-look design
+    (audit/escalate.py, `audit run --escalate`) judges every look at its lower Pocock level;
+    before its escalation is done (`interim`), value claims that only the prediction interval
+    would call reproduced are `inconclusive` (their cells then get the extra seeds)."""
+
+    confidence: float = CONFIDENCE
+    interim: bool = False
+    max_seeds: int = 0  # cells with this many seeds already cannot be escalated
+    escalated_claims: frozenset[str] = frozenset()
+    rule: str = "single-look"
 
 
-def summarise(values: Sequence[float]) -> Stats:
-    n = len(values)
-    if n == 0:
-        return Stats(math.nan, math.nan, 0, math.nan, math.nan)
-    mean = math.fsum(values) / n
-    if n < 2:
-        return Stats(mean, math.nan, 1, math.nan, math.nan)
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_quantile((1 + CONFIDENCE) / 2, n - 1) * std / math.sqrt(n)
-    return Stats(mean, std, n, mean - half, mean + half)
+SINGLE_LOOK = Design()
 
 
-def combine(parts: Sequence[tuple[float, Stats]]) -> Stats:
-    """sum(coef * mean) of independent samples; Welch-Satterthwaite interval if all n >= 2."""
-    mean = math.fsum(c * s.mean for c, s in parts)
-    n = min(s.n for _, s in parts)
-    if n < 2:
-        return Stats(mean, math.nan, n, math.nan, math.nan)
-    variances = [c * c * s.std**2 / s.n for c, s in parts]
-    se = math.sqrt(math.fsum(variances))
-    if se == 0:
-        return Stats(mean, 0.0, n, mean, mean)
-    df = se**4 / math.fsum(v * v / (s.n - 1) for v, (_, s) in zip(variances, parts, strict=True))
-    half = t_quantile((1 + CONFIDENCE) / 2, df) * se
-    return Stats(mean, se * math.sqrt(n), n, mean - half, mean + half)
+def within_band(
+    value: float,
+    claim: Claim | None = None,
+    *,
+    claimed: float | None = None,
+    tolerance: Tolerance | None = None,
+) -> bool | None:
+    """Whether one reproduced `value` lies within the claim's tolerance band, by the
+    comparator's own rule (inclusive bounds, float-noise tolerant): the check a single run
+    (or a prior reproduction's number) gets. None when there is nothing to judge."""
+    if claim is not None:
+        claimed = claim.claimed if claimed is None else claimed
+        tolerance = claim.tolerance if tolerance is None else tolerance
+    if claimed is None or tolerance is None or value is None or not math.isfinite(value):
+        return None
+    if not math.isfinite(claimed):
+        return None
+    low, high = tolerance.bounds(claimed)
+    return low - _EPS <= value <= high + _EPS
+
+
+def judge_single_value(value: float, claim: Claim) -> str | None:
+    """The verdict one number gets for a value claim (n = 1: the single-run rule):
+    reproduced, better_than_claimed or worse_than_claimed; None when nothing to judge."""
+    inside = within_band(value, claim)
+    if inside is None:
+        return None
+    if inside:
+        return "reproduced"
+    return "better_than_claimed" if value > claim.claimed else "worse_than_claimed"
 
 
 # --------------------------------------------------------------------------- matching
@@ -200,6 +182,7 @@ class Runs:
 
     values: list[tuple[int, float, str]] = field(default_factory=list)  # (seed, value, run)
     not_done: list[str] = field(default_factory=list)  # "run_id: status (reason)"
+    corrupt: list[str] = field(default_factory=list)  # runs with a damaged run directory
     no_metric: list[str] = field(default_factory=list)  # done runs without the metric
     run_ids: list[str] = field(default_factory=list)
     deviations: set[str] = field(default_factory=set)
@@ -235,6 +218,7 @@ class RunIndex:
         if cached is None:
             rows = self._one_variant(self._index(fields).get(key, []))
             cached = self._cache[(fields, key, metric)] = self._collect(rows, metric)
+            _refuse_shared_seeds(cached, experiment)
         return cached
 
     def _one_variant(self, rows: list[int]) -> list[int]:
@@ -284,11 +268,31 @@ class RunIndex:
             if status != "done":
                 reason = col["reason"][i]
                 out.not_done.append(f"{run_id}: {status}" + (f" ({reason})" if reason else ""))
+                if status == "corrupt":
+                    out.corrupt.append(out.not_done[-1])
             elif _finite(values[i]):
                 out.values.append((_seed(col["seed"][i]), float(values[i]), run_id))
             else:
                 out.no_metric.append(run_id)
         return out
+
+
+def _refuse_shared_seeds(runs: Runs, experiment: dict[str, Any]) -> None:
+    """Replicates of one cell must be independent: two done runs with one seed would make
+    their spread cuDNN noise, not seed-to-seed variance (MLPerf's seed checker refuses them;
+    lamps-lab's [Re] ran three attempts per cell, all with seed 0)."""
+    by_seed: dict[int, list[str]] = defaultdict(list)
+    for seed, _, run_id in runs.values:
+        if seed >= 0:
+            by_seed[seed].append(run_id)
+    shared = {seed: ids for seed, ids in by_seed.items() if len(ids) > 1}
+    if shared:
+        seed, ids = min(shared.items())
+        raise AuditError(
+            f"replicates of one cell share seed {seed}: {', '.join(ids)} "
+            f"({_describe(experiment)}); each replicate needs its own seed, or their spread "
+            "is not seed-to-seed variance; renumber the seeds (0, 1, 2, ...)"
+        )
 
 
 def _norm(value: Any) -> str | None:
@@ -309,78 +313,143 @@ def _seed(value: Any) -> int:
 # --------------------------------------------------------------------------- verdicts
 
 
-def compare(claims: ClaimSet | Sequence[Claim], results: pd.DataFrame) -> pd.DataFrame:
+def compare(
+    claims: ClaimSet | Sequence[Claim], results: pd.DataFrame, design: Design = SINGLE_LOOK
+) -> pd.DataFrame:
     """One row per claim with the columns of docs/architecture.md ("Comparison") + extras."""
     index = RunIndex(results)
     claim_list = list(claims)
     references = list(getattr(claims, "reference_sources", []))
     rows = []
     for claim in claim_list:
-        row = _relation_row(claim, index) if claim.type == "relation" else _value_row(claim, index)
+        if claim.type == "relation":
+            row = _relation_row(claim, index, design)
+        else:
+            row = _value_row(claim, index, design)
+        row["escalated"] = claim.id in design.escalated_claims
         for ref in references:
             value = ref.values.get(claim.id)
             row[f"ref_{ref.id}"] = value.value if value is not None else math.nan
         rows.append(row)
+    for row, q in zip(rows, bh_qvalues([r["p_value"] for r in rows]), strict=True):
+        row["q_value"] = q
     ref_columns = [f"ref_{ref.id}" for ref in references]
     return pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS + ref_columns)
 
 
-def _value_row(claim: Claim, index: RunIndex) -> dict[str, Any]:
+def fdr_summary(table: pd.DataFrame, alpha: float = FDR_ALPHA) -> dict[str, Any]:
+    """How many not-reproduced and flipped verdicts survive a false-discovery rate `alpha`
+    (Benjamini-Hochberg over every claim with a p-value; a single-run failure has none)."""
+    failures = table[table["verdict"].isin(NOT_REPRODUCED)]
+    q = pd.to_numeric(failures["q_value"], errors="coerce")
+    surviving = int((q <= alpha + 1e-12).sum())
+    tested = int(pd.to_numeric(table["p_value"], errors="coerce").notna().sum())
+    percent = f"{alpha * 100:g} %"
+    sentence = (
+        f"{surviving} of {len(failures)} failures survive a {percent} false-discovery rate"
+        if len(failures)
+        else f"no failures to test at a {percent} false-discovery rate"
+    )
+    return {
+        "alpha": alpha,
+        "failures": len(failures),
+        "surviving": surviving,
+        "tested": tested,
+        "sentence": sentence,
+    }
+
+
+def _value_row(claim: Claim, index: RunIndex, design: Design) -> dict[str, Any]:
     runs = index.runs(claim.experiment or {}, claim.metric)
     row = _base_row(claim)
     row.update(run_ids=list(runs.run_ids), deviations=sorted(runs.deviations))
     low, high = claim.tolerance.bounds(claim.claimed)
-    row.update(tol_low=low, tol_high=high)
+    row.update(tol_low=low, tol_high=high, level=design.confidence)
     problem = _runs_problem(claim, [runs])
     if problem is not None:
         row.update(verdict=problem[0], reason=problem[1], n=0)
         return row
     seeds = [s for s, _, _ in runs.values]
     values = [v for _, v, _ in runs.values]
-    stats = summarise(values)
+    stats = summarise(values, design.confidence)
     row.update(_stats_columns(stats, claim.claimed), seeds=seeds, values=values)
-    verdict, reason = _band_verdict(stats, low, high)
-    row.update(verdict=verdict, reason=_with_partial(reason, [runs], stats.n))
+    row.update(_value_verdict(claim.claimed, stats, low, high, design))
+    row["reason"] = _with_partial(row["reason"], [runs], stats.n)
     return row
 
 
-def _band_verdict(stats: Stats, low: float, high: float) -> tuple[str, str]:
-    edges = [e for e in (low, high) if math.isfinite(e)]
-    if stats.n >= 2:
-        for edge in edges:
-            if stats.ci_low < edge < stats.ci_high:
-                return "inconclusive", (
-                    f"95% CI [{stats.ci_low:.2f}, {stats.ci_high:.2f}] straddles the "
-                    f"tolerance edge {edge:.2f}"
-                )
+def _value_verdict(
+    claimed: float, stats: Stats, low: float, high: float, design: Design
+) -> dict[str, Any]:
+    """verdict, rule, reason, p_value and the prediction interval of a value claim."""
+    pi_low, pi_high = prediction_interval(stats, design.confidence)
+    out: dict[str, Any] = {"pi_low": pi_low, "pi_high": pi_high, "p_value": math.nan}
+    out.update(single_run=stats.n == 1, low_power=stats.n < LOW_POWER_N)
     band = f"[{low:.2f}, {high:.2f}]" if math.isfinite(high) else f">= {low:.2f}"
+    side = "better_than_claimed" if stats.mean > claimed else "worse_than_claimed"
+    if stats.n >= 2:
+        out["p_value"] = prediction_p(claimed, stats)
     if low - _EPS <= stats.mean <= high + _EPS:
-        return "reproduced", f"mean {stats.mean:.2f} within {band}"
-    return "not_reproduced", f"mean {stats.mean:.2f} outside {band}"
+        return out | {
+            "verdict": "reproduced",
+            "rule": "tolerance",
+            "reason": f"mean {stats.mean:.2f} within {band}",
+        }
+    if stats.n == 1:
+        return out | {
+            "verdict": side,
+            "rule": "single-run",
+            "reason": f"single run {stats.mean:.2f} outside {band} (no spread to judge it by)",
+        }
+    pct = f"{design.confidence * 100:.4g}%"
+    interval = f"{pct} prediction interval [{pi_low:.2f}, {pi_high:.2f}]"
+    p = f"p={out['p_value']:.3g} one-sided"
+    if pi_low - _EPS <= claimed <= pi_high + _EPS:
+        if design.interim and stats.n < design.max_seeds:
+            return out | {
+                "verdict": "inconclusive",
+                "rule": "prediction",
+                "reason": f"mean {stats.mean:.2f} outside {band}, but claimed {claimed:g} "
+                f"inside the {interval} ({p}); first look: more seeds decide",
+            }
+        return out | {
+            "verdict": "reproduced",
+            "rule": "prediction",
+            "reason": f"mean {stats.mean:.2f} outside {band}, but claimed {claimed:g} inside "
+            f"the {interval} ({p})",
+        }
+    return out | {
+        "verdict": side,
+        "rule": "prediction",
+        "reason": f"mean {stats.mean:.2f} outside {band} and claimed {claimed:g} outside the "
+        f"{interval} ({p})",
+    }
 
 
-def _relation_row(claim: Claim, index: RunIndex) -> dict[str, Any]:
+def _relation_row(claim: Claim, index: RunIndex, design: Design) -> dict[str, Any]:
     term_runs = [index.runs(t.experiment, claim.metric) for t in claim.terms]
     row = _base_row(claim)
     row["run_ids"] = [r for runs in term_runs for r in runs.run_ids]
     row["deviations"] = sorted(set().union(*(runs.deviations for runs in term_runs)))
-    boundary = -(claim.tolerance.abs or 0.0)
-    row.update(tol_low=boundary, tol_high=math.inf)
+    boundary = -(claim.tolerance.abs or 0.0) + 0.0  # + 0.0: a negated zero prints as "-0"
+    row.update(tol_low=boundary, tol_high=math.inf, level=design.confidence)
     problem = _runs_problem(claim, term_runs)
     if problem is not None:
         row.update(verdict=problem[0], reason=problem[1], n=0)
         return row
     coefs = [t.coef for t in claim.terms]
-    stats, seeds, diffs, paired = _relation_stats(coefs, term_runs)
+    stats, seeds, diffs, paired = _relation_stats(coefs, term_runs, design.confidence)
     row.update(_stats_columns(stats, claim.claimed), seeds=seeds, values=diffs, paired=paired)
-    verdict, reason = _relation_verdict(stats, claim.op or ">", boundary)
+    row.update(_relation_verdict(stats, claim.op or ">", boundary, design.confidence))
+    row.update(_relation_extras(stats, diffs, boundary, claim.claimed))
     how = f"paired over {len(seeds)} common seed(s)" if paired else "unpaired means"
-    row.update(verdict=verdict, reason=_with_partial(f"{reason}; {how}", term_runs, stats.n))
+    reason = f"{row['reason']}; {how}"
+    row["reason"] = _with_partial(reason, term_runs, stats.n)
     return row
 
 
 def _relation_stats(
-    coefs: list[float], term_runs: list[Runs]
+    coefs: list[float], term_runs: list[Runs], confidence: float
 ) -> tuple[Stats, list[int], list[float], bool]:
     by_seed = [_mean_by_seed(runs) for runs in term_runs]
     common = sorted(set.intersection(*(set(s) for s in by_seed)))
@@ -388,36 +457,66 @@ def _relation_stats(
         diffs = [
             math.fsum(c * s[seed] for c, s in zip(coefs, by_seed, strict=True)) for seed in common
         ]
-        return summarise(diffs), common, diffs, True
+        return summarise(diffs, confidence), common, diffs, True
     parts = [
-        (c, summarise([v for _, v, _ in runs.values]))
+        (c, summarise([v for _, v, _ in runs.values], confidence))
         for c, runs in zip(coefs, term_runs, strict=True)
     ]
-    return combine(parts), [], [], False
+    return combine(parts, confidence), [], [], False
 
 
 def _mean_by_seed(runs: Runs) -> dict[int, float]:
-    """One value per seed: repeated runs of a seed (e.g. with and without a deviation) average."""
+    """One value per seed (replicates never share one: _refuse_shared_seeds)."""
     grouped: dict[int, list[float]] = defaultdict(list)
     for seed, value, _ in runs.values:
         grouped[seed].append(value)
     return {seed: math.fsum(v) / len(v) for seed, v in grouped.items()}
 
 
-def _relation_verdict(stats: Stats, op: str, boundary: float) -> tuple[str, str]:
-    boundary += 0.0  # a zero slack negated is -0.0, which would print as "-0"
-    if stats.n >= 2 and stats.ci_low <= boundary <= stats.ci_high and stats.ci_low < stats.ci_high:
-        return "inconclusive", (
-            f"95% CI [{stats.ci_low:.2f}, {stats.ci_high:.2f}] of the difference "
-            f"contains {boundary:g}"
-        )
-    holds = stats.mean > boundary if op == ">" else stats.mean >= boundary - _EPS
-    word = "holds" if holds else "flipped"
-    verdict = "reproduced" if holds else "relation_flipped"
-    return (
-        verdict,
-        f"difference {stats.mean:+.2f} {op if holds else 'not ' + op} {boundary:g}: {word}",
-    )
+def _relation_verdict(stats: Stats, op: str, boundary: float, confidence: float) -> dict[str, Any]:
+    """holds / flipped / unresolved by the one-sided bounds of the statistic."""
+    out: dict[str, Any] = {
+        "single_run": stats.n == 1,
+        "low_power": stats.n < LOW_POWER_N,
+        "p_value": mean_p(stats, boundary),
+    }
+    if stats.n < 2 or math.isnan(stats.ci_low):
+        holds = stats.mean > boundary if op == ">" else stats.mean >= boundary - _EPS
+        word = "holds" if holds else "flipped"
+        return out | {
+            "verdict": word,
+            "rule": "single-run",
+            "reason": f"difference {stats.mean:+.2f} {op if holds else 'not ' + op} "
+            f"{boundary:g}: {word} (n=1, no interval)",
+        }
+    bound = f"{(1 + confidence) / 2 * 100:.4g}% one-sided"
+    interval = f"[{stats.ci_low:+.2f}, {stats.ci_high:+.2f}]"
+    if stats.ci_low > boundary if op == ">" else stats.ci_low >= boundary - _EPS:
+        verdict, where = "holds", f"lower bound {stats.ci_low:+.2f} above {boundary:g}"
+    elif stats.ci_high <= boundary if op == ">" else stats.ci_high < boundary - _EPS:
+        verdict, where = "flipped", f"upper bound {stats.ci_high:+.2f} below {boundary:g}"
+    else:
+        verdict, where = "unresolved", f"interval {interval} contains {boundary:g}"
+    return out | {
+        "verdict": verdict,
+        "rule": "confidence",
+        "reason": f"difference {stats.mean:+.2f}, {bound} {where}: {verdict}",
+    }
+
+
+def _relation_extras(
+    stats: Stats, diffs: list[float], boundary: float, claimed: float | None
+) -> dict[str, Any]:
+    """P(difference > 0) over the pairs, the sign-flip p and the gap recovered."""
+    out: dict[str, Any] = {"prob_improvement": math.nan, "p_perm": math.nan}
+    if diffs:
+        wins = sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in diffs)
+        out.update(prob_improvement=wins / len(diffs), p_perm=sign_flip_p(diffs, boundary))
+    gap = (math.nan, math.nan, math.nan)
+    if claimed is not None and math.isfinite(claimed) and claimed != 0:
+        low, high = sorted((stats.ci_low / claimed, stats.ci_high / claimed))
+        gap = (stats.mean / claimed, low, high)
+    return out | dict(zip(("gap_recovered", "gap_low", "gap_high"), gap, strict=True))
 
 
 def _runs_problem(claim: Claim, term_runs: list[Runs]) -> tuple[str, str] | None:
@@ -427,6 +526,11 @@ def _runs_problem(claim: Claim, term_runs: list[Runs]) -> tuple[str, str] | None
     if absent:
         why = "" if claim.runnable else " (no runner on this harness; give results by CSV)"
         return "missing", f"no run of {_describe(absent[0])}{why}"
+    corrupt = [r for runs in term_runs for r in runs.corrupt]
+    if corrupt:
+        return "corrupt", (
+            "damaged run directory: " + "; ".join(corrupt) + "; train it again (audit run)"
+        )
     for runs in term_runs:
         if not runs.values and runs.not_done:
             return "failed", "no done run: " + "; ".join(runs.not_done)
@@ -490,6 +594,19 @@ def _base_row(claim: Claim) -> dict[str, Any]:
         values=[],
         paired=False,
         note=claim.note,
+        rule="-",
+        pi_low=math.nan,
+        pi_high=math.nan,
+        p_value=math.nan,
+        q_value=math.nan,
+        single_run=False,
+        low_power=False,
+        escalated=False,
+        prob_improvement=math.nan,
+        p_perm=math.nan,
+        gap_recovered=math.nan,
+        gap_low=math.nan,
+        gap_high=math.nan,
     )
     if claim.type == "relation":
         for name in ("dataset", "arch", "norm", "epochs"):

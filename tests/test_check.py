@@ -85,7 +85,9 @@ def test_exit_1_when_a_claim_is_out_of_tolerance(files, capsys):
     bad = ALL_GOOD.replace("90.5", "85.0")
     assert check(claims, "--results", str(results(bad))) == 1
     out = capsys.readouterr().out
-    assert "not_reproduced" in out and "Gate: FAIL (1 gated claim(s)" in out
+    assert "worse_than_claimed" in out and "Gate: FAIL (1 gated claim(s)" in out
+    # one run: no p-value, so the failure cannot survive a false-discovery rate
+    assert "0 of 1 failures survive a 5 % false-discovery rate" in out
 
 
 def test_only_failures_when_nothing_fails_prints_the_header_and_the_summary(files, capsys):
@@ -142,16 +144,24 @@ def test_markdown_and_json_outputs(files, tmp_path, capsys):
     code = check(claims, "--results", str(results(bad)), "--markdown", str(summary), "--json")
     assert code == 1
     document = json.loads(capsys.readouterr().out)
-    assert document["exit_code"] == 1
-    assert document["summary"] == {"reproduced": 3, "not_reproduced": 1, "missing": 1}
+    assert document["gate"]["exit_code"] == 1
+    assert document["gate"]["failing"] == ["tab.resnet18.bn20"]
+    counts = {"reproduced": 3, "worse_than_claimed": 1, "missing": 1}
+    assert document["summary"]["counts"] == counts
     row = {c["claim_id"]: c for c in document["claims"]}["tab.resnet18.bn20"]
     assert row["abs_dev"] == pytest.approx(-12.0) and row["rel_dev"] == pytest.approx(
         -100 * 12 / 92
     )
-    assert row["tol_high"] == pytest.approx(93.0)
+    assert row["tolerance"]["high"] == pytest.approx(93.0)
+    assert row["tolerance"]["abs"] == 1.0 and row["tolerance"]["direction"] == "two-sided"
+    assert row["rule"] == "single-run" and row["single_run"] and not row["passes_gate"]
+    # --json prints the record that verdicts.json (beside the CSV) holds
+    written = json.loads((tmp_path / "verdicts.json").read_text(encoding="utf-8"))
+    assert written["claims"] == document["claims"]
     text = summary.read_text(encoding="utf-8")
     assert text.startswith("## Claims check")
     assert "| `tab.resnet18.bn20` | 92.00 | 80.00 (n=1) | -12.00 | -13.04 |" in text
+    assert "**worse than claimed**" in text
     assert "| t1 | 3 | 1 |" in text
 
 
@@ -256,3 +266,8 @@ def test_store_runs_gate_end_to_end(files, tmp_path, capsys):
         write_result(run_dir, RunResult(run_id, "done", metrics={"test_top1": value}))
     assert check(claims, "--store", str(store), "--group", "t1") == 0
     assert "4 claims: 4 reproduced. Gate: PASS" in capsys.readouterr().out
+    record = json.loads((store / "verdicts.json").read_text(encoding="utf-8"))
+    assert record["inputs"]["store"] == str(store) and record["gate"]["exit_code"] == 0
+    assert {r["run_id"] for r in record["runs"]} == {
+        f"classify-{arch}-{norm}-cifar10-e20-s0" for arch, norm in cells
+    }

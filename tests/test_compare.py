@@ -1,5 +1,6 @@
-"""The comparator: t quantiles, statistics, matching, verdicts, the store loader, and the
-recovery of the seed study's Figure 3 percentage differences."""
+"""The comparator: t quantiles, statistics, matching, verdicts (value rules, relation rules,
+the seed check), the store loader, and the recovery of the seed study's Figure 3 percentage
+differences."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from audit.claims import load_claims
@@ -111,7 +113,15 @@ def test_t_quantile_other_levels_and_fractional_df():
     assert t_cdf(q, 2.5) == pytest.approx(0.975, abs=1e-12)
     assert t_cdf(-1.3, 6) == pytest.approx(1 - t_cdf(1.3, 6), abs=1e-14)
     with pytest.raises(ValueError):
-        t_quantile(0.3, 4)
+        t_quantile(1.2, 4)
+
+
+def test_t_functions_are_scipy_stats_t():
+    from scipy import stats
+
+    for df in (1, 2, 2.5, 7, 40):
+        assert t_quantile(0.975, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-12)
+        assert t_cdf(1.7, df) == pytest.approx(stats.t.cdf(1.7, df), rel=1e-12)
 
 
 def test_summarise_gives_mean_std_and_t_interval():
@@ -178,15 +188,78 @@ def test_value_within_tolerance_is_reproduced(claims, tmp_path):
 
 def test_value_outside_tolerance_is_not_reproduced(claims, tmp_path):
     row = outcome(claims, tmp_path, [run("bn", 0, 88.5)])["tab.vgg16.bn20"]
-    assert row["verdict"] == "not_reproduced"
+    assert row["verdict"] == "worse_than_claimed"
+    assert row["rule"] == "single-run" and row["single_run"] and row["low_power"]
+    assert math.isnan(row["p_value"])  # one run has no spread to judge it by
     assert "outside [89.00, 91.00]" in row["reason"]
+    row = outcome(claims, tmp_path, [run("bn", 0, 91.5)])["tab.vgg16.bn20"]
+    assert row["verdict"] == "better_than_claimed"
 
 
-def test_interval_straddling_an_edge_is_inconclusive(claims, tmp_path):
-    rows = [run("bn", s, v) for s, v in enumerate((89.0, 91.0, 90.6))]
-    row = outcome(claims, tmp_path, rows)["tab.vgg16.bn20"]
-    assert row["verdict"] == "inconclusive"
-    assert "straddles" in row["reason"]
+def test_claim_inside_the_prediction_interval_is_reproduced(claims, tmp_path):
+    """Outside the band, but the printed 90.00 could be one more of our noisy runs."""
+    values = (87.0, 89.5, 88.0)  # mean 88.17, s 1.26: PI 88.17 ± 4.30·1.26·√(4/3)
+    row = outcome(claims, tmp_path, [run("bn", s, v) for s, v in enumerate(values)])
+    row = row["tab.vgg16.bn20"]
+    mean, sd = sum(values) / 3, float(np.std(values, ddof=1))
+    half = 4.302652730 * sd * math.sqrt(1 + 1 / 3)
+    assert (row["pi_low"], row["pi_high"]) == pytest.approx((mean - half, mean + half))
+    assert row["verdict"] == "reproduced" and row["rule"] == "prediction"
+    t = (90 - mean) / (sd * math.sqrt(1 + 1 / 3))
+    assert row["p_value"] == pytest.approx(1 - t_cdf(t, 2))
+    assert not row["single_run"] and not row["low_power"]
+
+
+def test_claim_outside_band_and_prediction_interval_is_not_reproduced(claims, tmp_path):
+    values = (87.9, 88.1, 88.0)
+    row = outcome(claims, tmp_path, [run("bn", s, v) for s, v in enumerate(values)])
+    row = row["tab.vgg16.bn20"]
+    assert row["verdict"] == "worse_than_claimed" and row["rule"] == "prediction"
+    assert row["p_value"] < 0.025 and "one-sided" in row["reason"]
+    assert row["abs_dev"] == pytest.approx(-2.0)  # both deviations stay
+    assert row["rel_dev"] == pytest.approx(-200 / 90)
+    two = outcome(claims, tmp_path, [run("bn", s, v) for s, v in enumerate((92.0, 92.1))])
+    assert two["tab.vgg16.bn20"]["low_power"] and not two["tab.vgg16.bn20"]["single_run"]
+
+
+def test_first_look_of_a_declared_design_leaves_prediction_only_claims_inconclusive(
+    claims, tmp_path
+):
+    from audit.compare import Design
+
+    rows = [run("bn", s, v) for s, v in enumerate((87.0, 89.5, 88.0))]
+    results = load_results_csv(results_csv(tmp_path, rows))
+    first = Design(confidence=0.9706, interim=True, max_seeds=6, rule="pocock-2")
+    row = compare(claims, results, first).set_index("claim_id").loc["tab.vgg16.bn20"]
+    assert row["verdict"] == "inconclusive" and row["level"] == 0.9706
+    done = Design(confidence=0.9706, interim=False, max_seeds=6, rule="pocock-2")
+    assert (
+        compare(claims, results, done).set_index("claim_id").loc["tab.vgg16.bn20"]["verdict"]
+        == "reproduced"
+    )
+
+
+def test_replicates_sharing_a_seed_are_refused(claims, tmp_path):
+    from audit.errors import AuditError
+
+    rows = [run("nd", 0, v) for v in (93.0, 93.1, 92.9)]  # lamps-lab's [Re]: all seed 0
+    with pytest.raises(AuditError, match="share seed 0"):
+        outcome(claims, tmp_path, rows)
+    # a failed attempt and its retry of the same seed are not two replicates
+    retry = [run("nd", 0, "", reason="OOM") | {"status": "failed"}, run("nd", 0, 93.0)]
+    assert outcome(claims, tmp_path, retry)["tab.vgg16.nd20"]["seeds"] == [0]
+
+
+def test_within_band_is_the_comparators_rule(claims):
+    from audit.compare import judge_single_value, within_band
+
+    claim = claims.by_id()["tab.vgg16.bn20"]  # 90.00 ± 1
+    assert within_band(89.0, claim) and within_band(91.0, claim)
+    assert within_band(90.0 - 1.0 - 1e-12, claim)  # float noise at the edge still passes
+    assert not within_band(88.99, claim) and within_band(float("nan"), claim) is None
+    assert judge_single_value(92.0, claim) == "better_than_claimed"
+    assert judge_single_value(88.0, claim) == "worse_than_claimed"
+    assert judge_single_value(90.5, claim) == "reproduced"
 
 
 def test_no_result_is_missing_and_failed_runs_are_failed(claims, tmp_path):
@@ -247,12 +320,12 @@ def test_relative_tolerance_and_at_least_direction(tmp_path):
     assert table["tab.vgg16.bn20"]["verdict"] == "reproduced"
     assert table["tab.vgg16.nd20"]["verdict"] == "reproduced"
     table = outcome(claims, tmp_path, [run("bn", 0, 88.1)])
-    assert table["tab.vgg16.bn20"]["verdict"] == "not_reproduced"
+    assert table["tab.vgg16.bn20"]["verdict"] == "worse_than_claimed"
 
 
 def test_threshold_is_a_lower_bound(claims, tmp_path):
     mlp = {"kind": "classify", "dataset": "mnist", "arch": "mlp", "norm": "nd", "epochs": 20}
-    for value, verdict in ((99.7, "reproduced"), (98.0, "not_reproduced")):
+    for value, verdict in ((99.7, "reproduced"), (98.0, "worse_than_claimed")):
         rows = [{**mlp, "seed": 0, "status": "done", "test_top1": value}]
         assert outcome(claims, tmp_path, rows)["bound.nd.value"]["verdict"] == verdict
 
@@ -265,24 +338,35 @@ def test_relation_pairs_runs_by_seed(claims, tmp_path):
         run("nd", s, 92 + s + 0.1 * s) for s in range(3)
     ]
     row = outcome(claims, tmp_path, rows)["tab.vgg16.beats.e20"]
-    assert row["verdict"] == "reproduced"
+    assert row["verdict"] == "holds" and row["rule"] == "confidence"
     assert row["paired"]
     assert row["seeds"] == [0, 1, 2]
     assert row["values"] == pytest.approx([2.0, 2.1, 2.2])
     assert row["claimed"] == pytest.approx(3.0)
     assert row["abs_dev"] == pytest.approx(2.1 - 3.0)
-    assert row["reason"] == "difference +2.10 > 0: holds; paired over 3 common seed(s)"
+    half = 4.302652730 * 0.1 / math.sqrt(3)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((2.1 - half, 2.1 + half))
+    assert row["reason"] == (
+        f"difference +2.10, 97.5% one-sided lower bound {2.1 - half:+.2f} above 0: holds; "
+        "paired over 3 common seed(s)"
+    )
+    assert row["prob_improvement"] == 1.0
+    assert row["p_perm"] == pytest.approx(1 / 8)  # exact: 1 of the 2^3 sign patterns
+    assert row["gap_recovered"] == pytest.approx(0.7)
+    assert (row["gap_low"], row["gap_high"]) == pytest.approx(((2.1 - half) / 3, (2.1 + half) / 3))
+    assert row["p_value"] == pytest.approx(1 - t_cdf(2.1 / (0.1 / math.sqrt(3)), 2))
 
 
 def test_relation_flipped_and_inconclusive(claims, tmp_path):
     flipped = [run("bn", s, 93 + s) for s in range(3)] + [run("nd", s, 91 + s) for s in range(3)]
-    assert (
-        outcome(claims, tmp_path, flipped)["tab.vgg16.beats.e20"]["verdict"] == "relation_flipped"
-    )
+    row = outcome(claims, tmp_path, flipped)["tab.vgg16.beats.e20"]
+    assert row["verdict"] == "flipped" and row["prob_improvement"] == 0.0
+    assert row["gap_recovered"] == pytest.approx(-2 / 3)
     noisy = [run("bn", s, 92.0) for s in range(3)]
     noisy += [run("nd", s, v) for s, v in enumerate((91.0, 93.5, 92.2))]
     row = outcome(claims, tmp_path, noisy)["tab.vgg16.beats.e20"]
-    assert row["verdict"] == "inconclusive"
+    assert row["verdict"] == "unresolved" and "contains 0" in row["reason"]
+    assert row["prob_improvement"] == pytest.approx(2 / 3)
 
 
 def test_relation_without_common_seeds_combines_means(claims, tmp_path):
@@ -293,7 +377,8 @@ def test_relation_without_common_seeds_combines_means(claims, tmp_path):
     assert not row["paired"]
     assert row["reproduced_mean"] == pytest.approx(3.0)
     assert row["ci_low"] < 3.0 < row["ci_high"]
-    assert row["verdict"] == "reproduced"
+    assert row["verdict"] == "holds"
+    assert math.isnan(row["prob_improvement"])  # no pairs
 
 
 def test_relation_missing_side_is_missing(claims, tmp_path):
@@ -333,8 +418,8 @@ def test_store_results_are_matched_and_corrupt_files_reported(claims, tmp_path):
     table = {r["claim_id"]: r for r in compare(claims, results).to_dict("records")}
     assert table["tab.vgg16.bn20"]["verdict"] == "reproduced"
     assert table["tab.vgg16.bn20"]["deviations"] == ["x (protocol: y)"]
-    assert table["tab.vgg16.nd20"]["verdict"] == "failed"
-    assert "corrupt" in table["tab.vgg16.nd20"]["reason"]
+    assert table["tab.vgg16.nd20"]["verdict"] == "corrupt"
+    assert "damaged run directory: nd-s0: corrupt" in table["tab.vgg16.nd20"]["reason"]
     json.dumps(table["tab.vgg16.nd20"]["run_ids"])  # plain Python lists
 
 
@@ -379,15 +464,15 @@ def test_imagenet_relations_from_a_csv_of_lamps_lab_values(tmp_path):
     rows = {row["claim_id"]: row for row in table.to_dict("records")}
     assert len(rows) == 8
     dense = rows["table2.densenet121.nd-beats-bn.top1"]
-    assert dense["verdict"] == "relation_flipped"
+    assert dense["verdict"] == "flipped" and dense["single_run"]
     assert dense["reproduced_mean"] == pytest.approx(75.67 - 75.88)
     assert dense["claimed"] == pytest.approx(75.73 - 74.65)
     assert dense["paired"] and dense["seeds"] == [0]
-    assert rows["table2.densenet121.nd-beats-bn.top5"]["verdict"] == "relation_flipped"
+    assert rows["table2.densenet121.nd-beats-bn.top5"]["verdict"] == "flipped"
     resnet = rows["table2.resnet18.nd-beats-bn.top1"]
-    assert resnet["verdict"] == "reproduced"
+    assert resnet["verdict"] == "holds"
     assert resnet["reproduced_mean"] == pytest.approx(71.58 - 70.72)
-    assert rows["table2.resnet18.nd-beats-bn.top5"]["verdict"] == "reproduced"
+    assert rows["table2.resnet18.nd-beats-bn.top5"]["verdict"] == "holds"
     assert rows["table2.vgg11.nd-beats-no-bn.top1"]["reproduced_mean"] == pytest.approx(
         71.95 - 69.61
     )
@@ -409,5 +494,5 @@ def test_audit_check_lists_imagenet_relations_missing_without_a_csv(tmp_path, ca
     # with ImageNet results the DenseNet-121 relation flips, so the gate fails for that
     assert cli.main([*args, "--results", str(imagenet_csv(tmp_path)), "--json"]) == 1
     verdicts = {c["claim_id"]: c["verdict"] for c in json.loads(capsys.readouterr().out)["claims"]}
-    assert verdicts["table2.densenet121.nd-beats-bn.top1"] == "relation_flipped"
-    assert verdicts["table2.resnet18.nd-beats-bn.top1"] == "reproduced"
+    assert verdicts["table2.densenet121.nd-beats-bn.top1"] == "flipped"
+    assert verdicts["table2.resnet18.nd-beats-bn.top1"] == "holds"

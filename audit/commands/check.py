@@ -58,7 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="write a markdown summary")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument(
+        "--json", action="store_true", help="print the verdict record (JSON) instead of the table"
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="write the verdict record here (default: verdicts.json in the store, or beside "
+        "the first results CSV)",
+    )
+    parser.add_argument("--no-record", action="store_true", help="write no verdicts.json")
     parser.add_argument(
         "--only-failures", action="store_true", help="list only the claims failing the gate"
     )
@@ -68,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-inconclusive",
         action="store_true",
-        help="claims whose interval straddles a tolerance edge do not fail",
+        help="undecided claims (inconclusive, unresolved) do not fail",
     )
 
 
@@ -132,22 +142,59 @@ def main(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from audit import check
     from audit.compare import compare
+    from audit.escalate import read_design
 
     claims = select_claims(args)
     results = load_table(args)
     for problem in results.attrs.get("problems", []):
         print(f"audit check: warning: {problem}", file=sys.stderr)
-    table = compare(claims, results)
+    store = None if args.results else (args.store or Path(DEFAULT_STORE))
+    design = read_design(store)
+    table = compare(claims, results, design)
     allowed = check.passing_verdicts(args.allow_missing, args.allow_inconclusive)
+    context = dict(
+        claims=claims,
+        claims_path=args.claims,
+        store=store,
+        results=args.results or [],
+        results_table=results,
+        design=design,
+    )
+    _write_record(args, store, table, allowed, context)
     if args.junit:
         _write(args.junit, check.render_junit(table, allowed))
     if args.markdown:
         _write(args.markdown, check.render_markdown(table, allowed))
     if args.json:
-        print(check.render_json(table, allowed))
+        print(check.render_json(table, allowed, **context))
     else:
         print(check.render_table(table, allowed, only_failures=args.only_failures))
     return check.exit_code(table, allowed)
+
+
+def _write_record(
+    args: argparse.Namespace,
+    store: Path | None,
+    table: pd.DataFrame,
+    allowed: set[str],
+    context: dict,
+) -> None:
+    """verdicts.json: where --record says (an error if it cannot be written), else in the
+    store or beside the first CSV (a warning if that folder is read-only)."""
+    from audit.errors import AuditError
+    from audit.record import RECORD_NAME, write_verdict_record
+
+    if args.no_record:
+        return
+    path = args.record
+    if path is None:
+        path = (store if store is not None else args.results[0].parent) / RECORD_NAME
+    try:
+        write_verdict_record(path, table, allowed, **context)
+    except AuditError as exc:
+        if args.record is not None:
+            raise
+        print(f"audit check: warning: {exc}", file=sys.stderr)
 
 
 def _write(path: Path, text: str) -> None:
