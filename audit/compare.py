@@ -64,7 +64,9 @@ __all__ = [
     "Stats",
     "compare",
     "fdr_summary",
+    "judge_relation",
     "judge_single_value",
+    "judge_value",
     "summarise",
     "t_cdf",
     "t_quantile",
@@ -376,6 +378,34 @@ def _value_row(claim: Claim, index: RunIndex, design: Design) -> dict[str, Any]:
     row.update(_value_verdict(claim.claimed, stats, low, high, design))
     row["reason"] = _with_partial(row["reason"], [runs], stats.n)
     return row
+
+
+def judge_value(
+    claimed: float,
+    values: Sequence[float],
+    tolerance: Tolerance,
+    design: Design = SINGLE_LOOK,
+) -> dict[str, Any]:
+    """The value rule on plain numbers (n >= 1): verdict, rule, reason, p_value, pi_low,
+    pi_high, single_run, low_power. What compare() applies to every value claim; the
+    calibration test and benchmarks/power.py simulate audits through it."""
+    low, high = tolerance.bounds(claimed)
+    return _value_verdict(claimed, summarise(values, design.confidence), low, high, design)
+
+
+def judge_relation(
+    differences: Sequence[float],
+    op: str = ">",
+    boundary: float = 0.0,
+    claimed: float | None = None,
+    design: Design = SINGLE_LOOK,
+) -> dict[str, Any]:
+    """The relation rule on paired differences (n >= 1): verdict, rule, reason, p_value,
+    the interval, prob_improvement, p_perm and the gap recovered."""
+    stats = summarise(differences, design.confidence)
+    out = {"mean": stats.mean, "ci_low": stats.ci_low, "ci_high": stats.ci_high}
+    out.update(_relation_verdict(stats, op, boundary, design.confidence))
+    return out | _relation_extras(stats, list(differences), boundary, claimed)
 
 
 def _value_verdict(
