@@ -22,6 +22,7 @@ SUMMARY = {
     "validate": "check a claims file without running anything",
     "train": "train one classification run (BN / ND / MLP) into a run directory",
     "kernels": "compute first-layer deconvolution kernels and their centre-surround score",
+    "diff": "compare two verdict records or stores; exit 1 when a gated claim regressed",
 }
 COMMANDS = tuple(SUMMARY)  # the verbs, in help order; each is a module under audit.commands
 
