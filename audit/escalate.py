@@ -146,6 +146,31 @@ def undecided_claims(table: Any) -> dict[str, str]:
     return dict(zip(picked["claim_id"], picked["verdict"], strict=True))
 
 
+def plan_escalation(
+    claims: Any, table: Any, profile: Any, declaration: Declaration, data_dir: Path
+) -> tuple[dict[str, str], list[str], list[tuple[str, dict[str, Any]]]]:
+    """(triggered claims and their verdicts, every claim an escalated cell serves, the extra
+    runs as (run id, spec)) for the first look's comparison `table` of `claims`."""
+    from audit.plan import SMOKE, build_plan
+
+    triggered = undecided_claims(table)
+    wider = build_plan(
+        claims.select(ids=sorted(triggered)) if triggered else [],
+        profile,
+        seeds=declaration.max_seeds,
+        data_dir=data_dir,
+        extras=False,
+    )
+    extra = [r for r in wider.runs if r.spec["seed"] >= declaration.n_first]
+    extra_ids = {r.run_id for r in extra}
+    # every claim the new seeds serve: a relation's cells are value claims too
+    served = build_plan(
+        claims, profile, seeds=declaration.max_seeds, data_dir=data_dir, extras=False
+    )
+    affected = {c for r in served.runs if r.run_id in extra_ids for c in r.claim_ids} - {SMOKE}
+    return triggered, sorted(affected), [(r.run_id, r.spec) for r in extra]
+
+
 def record_escalation(
     store: Path,
     declaration: Declaration,

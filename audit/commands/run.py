@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from audit.commands.plan import add_selection_arguments, plan_from_args
 from audit.errors import AuditError
@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-report", action="store_true", help="skip the HTML/PDF report at the end")
     add("--no-pdf", action="store_true", help="write the report's HTML only")
     add("--reports", type=Path, default=Path("reports"), help="report folder (./reports)")
+    add(
+        "--escalate",
+        action="store_true",
+        help="two-look design: after the first look, add seeds to the undecided cells, once "
+        "(docs/verdicts.md)",
+    )
+    add("--max-seeds", type=int, default=None, help="--escalate: seeds at the second look (2x)")
     slurm = parser.add_argument_group("SLURM (override the `cluster:` section of --config)")
     slurm.add_argument("--config", type=Path, default=None, help="YAML with a cluster: section")
     for flag, field, kind, text in SLURM_OPTIONS:
@@ -71,6 +78,13 @@ def main(args: argparse.Namespace) -> int:
             "--detach needs --executor slurm (local runs end with the `audit run` that "
             "started them; rerun it to resume them)"
         )
+    if args.escalate and args.detach:
+        raise AuditError(
+            "--escalate waits for the first look's runs before it chooses cells; run it "
+            "without --detach (a repeat resumes where it stopped)"
+        )
+    if args.max_seeds is not None and not args.escalate:
+        raise AuditError("--max-seeds is the second look of --escalate; pass --escalate too")
     if args.retries < 0:
         raise AuditError(f"--retries must be 0 or more, got {args.retries}")
     if args.parallel < 1:
@@ -91,18 +105,38 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, plan: Plan, params: SlurmParams) -> int:
-    from audit.launch import RunOptions, launch, make_executor
-    from audit.progress import Progress
     from audit.store import Store
 
     store = Store(args.store)
+    declaration = _declare(args, plan, store) if args.escalate else None
+    store.write_plan({**plan.to_json(), "executor": args.executor})
+    report = _launch(args, store, [r.spec for r in plan.runs], params)
+    if args.detach:
+        return 0
+    counts = Counter(report.settled.values())
+    print(
+        f"audit run: {len(plan.runs)} run(s): "
+        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    )
+    extra: list[str] = []
+    if declaration is not None:
+        extra, settled = _escalate(args, plan, store, declaration, params)
+        counts.update(settled.values())
+    _check_and_report(args, plan, store, extra)
+    return 1 if counts.get("failed") else 0
+
+
+def _launch(args: argparse.Namespace, store: Store, specs: list[dict], params: SlurmParams) -> Any:
+    """Launch `specs` with the chosen executor and wait (unless --detach); the launch report."""
+    from audit.launch import RunOptions, launch, make_executor
+    from audit.progress import Progress
+
     options = RunOptions(data_dir=str(args.data_dir) if args.data_dir else None, device=args.device)
     executor = make_executor(args.executor, store, options, params=params, parallel=args.parallel)
-    store.write_plan({**plan.to_json(), "executor": args.executor})
-    progress = Progress(store, len(plan.runs))
+    progress = Progress(store, len(specs))
     try:
-        report = launch(
-            [r.spec for r in plan.runs],
+        return launch(
+            specs,
             store,
             executor,
             retries=args.retries,
@@ -115,15 +149,62 @@ def _run(args: argparse.Namespace, plan: Plan, params: SlurmParams) -> int:
     finally:
         progress.close()
         executor.shutdown()
-    if args.detach:
-        return 0
-    counts = Counter(report.settled.values())
+
+
+def _declare(args: argparse.Namespace, plan: Plan, store: Store) -> Any:
+    """The store's two-look design, declared before this command judges the first look."""
+    from audit.escalate import declare
+
+    done = sum(store.result_status(r.run_id) == "done" for r in plan.runs)
+    declaration = declare(store.root, len(plan.seeds), args.max_seeds, done)
+    level = 1 - declaration.nominal_alpha
     print(
-        f"audit run: {len(plan.runs)} run(s): "
-        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        f"audit run: two-look design: {declaration.n_first} -> {declaration.max_seeds} seeds, "
+        f"each look at {level:.2%} (Pocock), declared {declaration.declared}"
     )
-    _check_and_report(args, plan, store)
-    return 1 if counts.get("failed") else 0
+    return declaration
+
+
+def _escalate(
+    args: argparse.Namespace, plan: Plan, store: Store, declaration: Any, params: SlurmParams
+) -> tuple[list[str], dict[str, str]]:
+    """The second look: once, seeds n_first..max-1 for the cells the first left undecided
+    (a repeat resumes the recorded runs). Returns their run ids and settled states."""
+    from audit.compare import compare
+    from audit.escalate import plan_escalation, record_escalation
+    from audit.profiles import default_data_dir
+
+    if declaration.escalation is None:
+        claims, results = _plan_results(args, plan, store, [])
+        table = compare(claims, results, declaration.design())
+        data_dir = args.data_dir or default_data_dir()
+        chosen = plan_escalation(claims, table, plan.profile, declaration, data_dir)
+        record_escalation(store.root, declaration, *chosen)
+        print(
+            f"audit run: escalation: {len(chosen[0])} undecided claim(s) get seeds "
+            f"{declaration.n_first}..{declaration.max_seeds - 1}: {len(chosen[2])} run(s)"
+        )
+    runs = declaration.escalation["runs"]
+    if not runs:
+        return [], {}
+    report = _launch(args, store, [r["spec"] for r in runs], params)
+    return [r["run_id"] for r in runs], dict(report.settled)
+
+
+def _plan_results(
+    args: argparse.Namespace, plan: Plan, store: Store, extra: list[str]
+) -> tuple[Any, Any]:
+    """The claims this plan's runs cover and the results of exactly those runs (+ extra)."""
+    from audit.commands.check import select_claims
+    from audit.results import load_results
+
+    covered = sorted({c for r in plan.runs for c in r.claim_ids if c != SMOKE})
+    claims = select_claims(args).select(ids=covered)
+    results = load_results(store.root)
+    planned = {r.run_id for r in plan.runs} | set(extra)
+    if len(results):
+        results = results[results["run_id"].isin(planned)]
+    return claims, results
 
 
 def _say(progress: Progress) -> Callable[[str], None]:
@@ -133,24 +214,21 @@ def _say(progress: Progress) -> Callable[[str], None]:
     return say
 
 
-def _check_and_report(args: argparse.Namespace, plan: Plan, store: Store) -> None:
-    """The check table of this plan's runs (not other profiles' runs in the same store),
-    then the report."""
+def _check_and_report(
+    args: argparse.Namespace, plan: Plan, store: Store, extra: list[str] | None = None
+) -> None:
+    """The check table of this plan's runs (not other profiles' runs in the same store) and
+    of its escalation runs, then the report."""
     from audit import check
-    from audit.commands.check import select_claims
     from audit.compare import compare
-    from audit.results import load_results
+    from audit.escalate import read_design
 
-    covered = sorted({c for r in plan.runs for c in r.claim_ids if c != SMOKE})
-    if not covered:
+    if not any(c != SMOKE for r in plan.runs for c in r.claim_ids):
         print("audit run: no claim covers these runs (smoke runs only); nothing to check")
         return
-    claims = select_claims(args).select(ids=covered)
-    results = load_results(store.root)
-    planned = {r.run_id for r in plan.runs}
-    if len(results):
-        results = results[results["run_id"].isin(planned)]
-    table = compare(claims, results)
+    claims, results = _plan_results(args, plan, store, extra or [])
+    design = read_design(store.root)
+    table = compare(claims, results, design)
     if plan.note:
         print(f"NOTE: {plan.note}")
     print(check.render_table(table, check.passing_verdicts()))
@@ -164,6 +242,27 @@ def _check_and_report(args: argparse.Namespace, plan: Plan, store: Store) -> Non
             "the runs are kept; rerun with --reports DIR (nothing is retrained)"
         ) from None
     print(f"audit run: report {paths.html}" + (f" and {paths.pdf}" if paths.pdf else ""))
+    _record(args, plan, claims, table, results, store, design)
+
+
+def _record(
+    args: argparse.Namespace, plan: Plan, claims: Any, table: Any, results: Any, store: Store,
+    design: Any,
+) -> None:  # fmt: skip
+    """verdicts.json beside the report (docs/verdicts.md)."""
+    from audit.check import passing_verdicts
+    from audit.record import RECORD_NAME, write_verdict_record
+
+    write_verdict_record(
+        args.reports / plan.profile.name / RECORD_NAME,
+        table,
+        passing_verdicts(),
+        claims=claims,
+        claims_path=args.claims,
+        store=store.root,
+        results_table=results,
+        design=design,
+    )
 
 
 def _render(args, plan, claims, table, results, store):
