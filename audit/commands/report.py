@@ -3,7 +3,8 @@
     audit report [--store runs | --results-csv FILE ...] [--claims claims.yaml]
                  [--name NAME] [--out reports] [--no-pdf] [--group G ...]
 
-writes `<out>/<name>/index.html` (self-contained) and `<out>/<name>/report.pdf`.
+writes `<out>/<name>/index.html` (self-contained), `<out>/<name>/report.pdf` and the verdict
+record `<out>/<name>/verdicts.json` (docs/verdicts.md).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from audit.commands.check import select_claims
     from audit.compare import compare
+    from audit.escalate import read_design
+    from audit.record import RECORD_NAME, write_verdict_record
     from audit.report import DEFAULT_TITLE, render_report
 
     claims = select_claims(args)
@@ -54,9 +57,11 @@ def main(args: argparse.Namespace) -> int:
     scope = {"profile": args.profile} if args.profile else {}
     if args.results:
         scope["results"] = ", ".join(str(p) for p in args.results)
+    design = read_design(store)
+    comparison = compare(claims, results, design)
     paths = render_report(
         claims,
-        compare(claims, results),
+        comparison,
         results,
         store,
         args.out / args.name,
@@ -65,6 +70,17 @@ def main(args: argparse.Namespace) -> int:
         command=command_line(),
         claims_path=args.claims,
         pdf=not args.no_pdf,
+    )
+    write_verdict_record(
+        args.out / args.name / RECORD_NAME,
+        comparison,
+        claims=claims,
+        claims_path=args.claims,
+        store=store,
+        results=args.results or [],
+        results_table=results,
+        command=command_line(),
+        design=design,
     )
     print(f"audit report: wrote {paths.html}" + (f" and {paths.pdf}" if paths.pdf else ""))
     return 0
