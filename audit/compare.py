@@ -23,7 +23,8 @@ listed in the outcome row). Statistics use the runs with status `done` only. The
   is done; `corrupt`: a matched run directory is damaged. When some runs are done and others
   failed, the verdict uses the done ones and `reason` names the failed ones.
 - Replicates of one cell must have distinct seeds (AuditError otherwise).
-- Benjamini-Hochberg q-values over every claim with a p-value (`q_value`).
+- Benjamini-Hochberg q-values over every claim with a p-value (`q_value`, on the two-sided
+  scale 2p of the verdicts' 95 % level).
 
 This module never imports torch.
 """
@@ -113,7 +114,7 @@ EXTRA_COLUMNS = [
     "pi_low",  # value: prediction interval of one more run (n >= 2)
     "pi_high",
     "p_value",  # one-sided p of the difference, on the side it lies (n >= 2)
-    "q_value",  # Benjamini-Hochberg q over every claim with a p-value
+    "q_value",  # Benjamini-Hochberg q of the two-sided 2p, over every claim with a p-value
     "single_run",  # n == 1: decided on the point, no spread
     "low_power",  # n < 3
     "escalated",  # the claim's cells got extra seeds (audit run --escalate)
@@ -333,7 +334,10 @@ def compare(
             value = ref.values.get(claim.id)
             row[f"ref_{ref.id}"] = value.value if value is not None else math.nan
         rows.append(row)
-    for row, q in zip(rows, bh_qvalues([r["p_value"] for r in rows]), strict=True):
+    # BH on the two-sided scale of the verdicts (outside the 95 % interval <=> 2p < 0.05), so
+    # a lone failure survives a 5 % false-discovery rate exactly when it is a failure.
+    two_sided = [min(1.0, 2 * r["p_value"]) for r in rows]
+    for row, q in zip(rows, bh_qvalues(two_sided), strict=True):
         row["q_value"] = q
     ref_columns = [f"ref_{ref.id}" for ref in references]
     return pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS + ref_columns)

@@ -216,6 +216,7 @@ def test_claim_outside_band_and_prediction_interval_is_not_reproduced(claims, tm
     row = row["tab.vgg16.bn20"]
     assert row["verdict"] == "worse_than_claimed" and row["rule"] == "prediction"
     assert row["p_value"] < 0.025 and "one-sided" in row["reason"]
+    assert row["q_value"] == pytest.approx(2 * row["p_value"])  # alone in its family
     assert row["abs_dev"] == pytest.approx(-2.0)  # both deviations stay
     assert row["rel_dev"] == pytest.approx(-200 / 90)
     two = outcome(claims, tmp_path, [run("bn", s, v) for s, v in enumerate((92.0, 92.1))])
