@@ -336,7 +336,7 @@ def compare(
         rows.append(row)
     # BH on the two-sided scale of the verdicts (outside the 95 % interval <=> 2p < 0.05), so
     # a lone failure survives a 5 % false-discovery rate exactly when it is a failure.
-    two_sided = [min(1.0, 2 * r["p_value"]) for r in rows]
+    two_sided = [min(1.0, 2 * p) if p == p else p for p in (r["p_value"] for r in rows)]
     for row, q in zip(rows, bh_qvalues(two_sided), strict=True):
         row["q_value"] = q
     ref_columns = [f"ref_{ref.id}" for ref in references]
