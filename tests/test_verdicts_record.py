@@ -106,3 +106,16 @@ def test_docs_document_every_field_of_a_claim():
     for name in [*claim_fields, *load_schema()["properties"]]:
         assert f"`{name}`" in text, name
     assert SCHEMA_PATH.name in text
+
+
+def test_audit_report_writes_the_record_into_the_report_folder(tmp_path, capsys):
+    results = tmp_path / "results.csv"
+    results.write_text(CSV, encoding="utf-8")
+    args = ["report", "--claims", str(ROOT / "claims.yaml"), "--results-csv", str(results)]
+    args += ["--group", "table1,nd-beats-bn", "--arch", "vgg16", "--dataset", "cifar10"]
+    assert cli.main([*args, "--out", str(tmp_path), "--name", "r", "--no-pdf"]) == 0
+    record = json.loads((tmp_path / "r" / "verdicts.json").read_text(encoding="utf-8"))
+    validate(record, load_schema())
+    assert record["command"].startswith("audit ")
+    verdicts = {c["claim_id"]: c["verdict"] for c in record["claims"]}
+    assert verdicts["table1.cifar10.vgg16.nd-beats-bn.e20"] == "holds"
