@@ -43,7 +43,7 @@ def first_look(tmp_path, capsys):
     data = write_fashion_mnist(tmp_path / "data", n_train=128, n_test=128)
     args = ["--profile", "ci", "--id", CLAIM, "--seeds", "2", "--executor", "debug"]
     args += ["--store", str(store), "--data-dir", str(data), "--poll", "0"]
-    args += ["--no-report"]  # the record comes from `audit check` below
+    args += ["--reports", str(tmp_path / "reports"), "--no-pdf"]
     return store, args
 
 
@@ -64,6 +64,9 @@ def test_escalation_adds_seeds_once_to_the_undecided_cell(first_look, capsys, tm
     assert sorted((r["spec"]["norm"], r["spec"]["seed"]) for r in runs) == [("bn", 2), ("nd", 2)]
     for run in runs:  # the second look really trained
         assert (store / "runs" / run["run_id"] / "result.json").is_file()
+    # audit run's report folder holds the record of the final look
+    beside = json.loads((tmp_path / "reports" / "ci" / "verdicts.json").read_text())
+    assert beside["design"]["rule"] == "pocock-2" and beside["design"]["escalated_claims"]
     # audit check on the store judges by the declared design and marks the escalated claim
     assert audit("check", "--store", str(store), "--id", CLAIM) in (0, 1)
     record = json.loads((store / "verdicts.json").read_text())
