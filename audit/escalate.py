@@ -20,7 +20,7 @@ This module never imports torch.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,6 @@ class Declaration:
     alpha: float = ALPHA
     rule: str = RULE
     escalation: dict[str, Any] | None = None  # date, triggered, claims, runs (id + spec)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def nominal_alpha(self) -> float:
