@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from audit.commands.plan import add_selection_arguments, plan_from_args
 from audit.errors import AuditError
-from audit.plan import SMOKE, Plan, format_plan
+from audit.plan import Plan, format_plan, judged_by, preflight
 
 if TYPE_CHECKING:
     from audit.cluster_config import SlurmParams
@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-report", action="store_true", help="skip the HTML/PDF report at the end")
     add("--no-pdf", action="store_true", help="write the report's HTML only")
     add("--reports", type=Path, default=Path("reports"), help="report folder (./reports)")
+    add(
+        "--skip-missing-data",
+        action="store_true",
+        help="leave out the runs whose data are missing here (default: refuse to start)",
+    )
     slurm = parser.add_argument_group("SLURM (override the `cluster:` section of --config)")
     slurm.add_argument("--config", type=Path, default=None, help="YAML with a cluster: section")
     for flag, field, kind, text in SLURM_OPTIONS:
@@ -87,6 +92,10 @@ def main(args: argparse.Namespace) -> int:
         if args.executor == "slurm":
             print(sbatch_preview(params, args.store, len(plan.runs)))
         return 0
+    for line in preflight(plan, skip_missing=args.skip_missing_data):  # before any submission
+        print(f"audit run: {line}")
+    if not plan.runs:
+        raise AuditError("no run left once those without data are left out; nothing to do")
     return _run(args, plan, params)
 
 
@@ -96,7 +105,8 @@ def _run(args: argparse.Namespace, plan: Plan, params: SlurmParams) -> int:
     from audit.store import Store
 
     store = Store(args.store)
-    options = RunOptions(data_dir=str(args.data_dir) if args.data_dir else None, device=args.device)
+    # the jobs read the data where the preflight found them (also on another host's cwd)
+    options = RunOptions(data_dir=str(Path(plan.data_dir).absolute()), device=args.device)
     executor = make_executor(args.executor, store, options, params=params, parallel=args.parallel)
     store.write_plan({**plan.to_json(), "executor": args.executor})
     progress = Progress(store, len(plan.runs))
@@ -141,13 +151,12 @@ def _check_and_report(args: argparse.Namespace, plan: Plan, store: Store) -> Non
     from audit.compare import compare
     from audit.results import load_results
 
-    covered = sorted({c for r in plan.runs for c in r.claim_ids if c != SMOKE})
+    covered, planned = judged_by(plan.to_json())  # as `audit check` judges the store
     if not covered:
         print("audit run: no claim covers these runs (smoke runs only); nothing to check")
         return
     claims = select_claims(args).select(ids=covered)
     results = load_results(store.root)
-    planned = {r.run_id for r in plan.runs}
     if len(results):
         results = results[results["run_id"].isin(planned)]
     table = compare(claims, results)
