@@ -165,6 +165,9 @@ def fake_slurm(tmp_path, monkeypatch):
         "echo '4242_0|RUNNING|vm'\necho '4242_0.batch|RUNNING|vm'\n"
         "echo '4242_[1-2%2]|PENDING|None assigned'\n",
     )
+    # submitit's SlurmExecutor needs srun on PATH (the job script calls it), even on a machine
+    # without SLURM; the fake sbatch runs no job script, so this srun is never called
+    _fake_bin(bindir, "srun", 'echo "fake srun: no job runs in this test" >&2\nexit 1\n')
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     return tmp_path
 
