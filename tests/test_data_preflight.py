@@ -5,6 +5,7 @@ safe default profile. Datasets are tiny synthetic files in the real formats (tes
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +37,6 @@ def audit(*args: str, cwd: Path, env: dict[str, str] | None = None):
 
 
 def _clean_environ() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if k != "AUDIT_DATA_DIR"}
 
 
@@ -74,25 +73,22 @@ def test_preflight_lists_every_missing_dataset_at_once_or_drops_their_runs(tmp_p
     assert lines[0].count("classify-vgg16-nd-cifar100-e1-s") == 3  # each run named
 
 
-def test_audit_run_refuses_to_start_without_data_and_writes_nothing(tmp_path):
-    out = audit(
-        "run",
-        "--profile",
-        "full",
-        *SELECTION,
-        "--executor",
-        "debug",
-        "--data-dir",
-        "empty",
-        "--store",
-        "store",
-        cwd=tmp_path,
-    )
+@pytest.mark.parametrize("executor", ["slurm", "local"])
+def test_audit_run_refuses_to_start_without_data_and_submits_nothing(tmp_path, executor):
+    bindir = tmp_path / "bin"  # SLURM's commands, each recording a call (none may come)
+    bindir.mkdir()
+    for name in ("sbatch", "srun", "sacct", "squeue"):
+        (bindir / name).write_text(f"#!/bin/sh\necho {name} >> {tmp_path}/called\nexit 1\n")
+        (bindir / name).chmod(0o755)
+    args = ["--executor", executor, "--data-dir", "empty", "--store", "store"]
+    env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    out = audit("run", "--profile", "full", *SELECTION, *args, cwd=tmp_path, env=env)
+    assert not (tmp_path / "called").exists()
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("audit run: error: data missing for 2 dataset(s)")
     assert "Traceback" not in out.stderr
     assert str(tmp_path / "empty") in out.stderr  # where it looked
-    assert not (tmp_path / "store").exists()  # nothing submitted, no store made
+    assert not (tmp_path / "store").exists()  # nothing submitted or trained, no store made
     assert "MISSING: dataset cifar10 not found" in out.stdout  # the plan's data lines
 
 
