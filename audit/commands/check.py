@@ -97,16 +97,19 @@ def scope_to_store_plan(
     wanted = set(claim_ids)
     kept = [c for c in claims if c.id in wanted]
     where = f"the plan of {store} (profile {plan.get('profile', '?')})"
-    if not kept:
+    if not wanted:
+        print(f"audit {verb}: {where} covers no claim (smoke runs only)", file=sys.stderr)
+    elif not kept:
         raise AuditError(
             f"the selection matches none of the {len(wanted)} claim(s) of {where}; "
             "add --all-claims to judge claims outside it"
         )
-    print(
-        f"audit {verb}: judging the {len(kept)} claim(s) of {where}; "
-        "--all-claims judges every claim",
-        file=sys.stderr,
-    )
+    else:
+        print(
+            f"audit {verb}: judging the {len(kept)} claim(s) of {where}; "
+            "--all-claims judges every claim",
+            file=sys.stderr,
+        )
     if len(results):
         results = results[results["run_id"].isin(run_ids)]
     return dataclasses.replace(claims, claims=kept), results
