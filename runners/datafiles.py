@@ -103,7 +103,7 @@ def missing_message(name: str, root: Path, missing: list[Path]) -> str:
         f"dataset {name} not found in the data directory {root.resolve()} "
         f"(missing {shown}{more}). Provide {HOW_TO_GET[name]} under that directory, "
         f"point --data-dir (or ${DATA_DIR_ENV}) at the directory that holds them, "
-        "or pass --download on a machine with internet access"
+        "or download them with `audit train --download` on a machine with internet access"
     )
 
 
