@@ -113,9 +113,9 @@ def test_the_wheel_ships_the_claims_templates_licence_and_commit(package_check):
             for path in files:
                 packaged = f"audit/_data/{path.relative_to(ROOT).as_posix()}"
                 assert archive.read(packaged) == path.read_bytes(), packaged
-        metadata = archive.read("nd_audit-0.1.0.dist-info/METADATA").decode()
+        metadata = archive.read(f"nd_audit-{version()}.dist-info/METADATA").decode()
         build_info = yaml.safe_load(archive.read("runners/_build_info.json"))
-    assert "nd_audit-0.1.0.dist-info/licenses/LICENSE" in names
+    assert f"nd_audit-{version()}.dist-info/licenses/LICENSE" in names
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
     assert "License-Expression: MIT" in metadata
     assert "Requires-Dist: scipy>=1.10" in metadata
