@@ -37,7 +37,21 @@ def _top_parser() -> argparse.ArgumentParser:
         + "\n\nRun `audit VERB --help` for a verb's options.",
     )
     parser.add_argument("verb", choices=COMMANDS, metavar="VERB", help="what to do")
+    parser.add_argument("--version", action="store_true", help="print the version and commit")
     return parser
+
+
+def version_line() -> str:
+    """`audit 0.1.0 (commit 1a2b3c4d5e6f)`, `+ uncommitted changes` where the tree was dirty;
+    the commit is left out where unknown (a wheel built without git)."""
+    from audit import version
+    from runners.rundir import project_commit
+
+    project = project_commit()
+    if not project["commit"]:
+        return f"audit {version()}"
+    dirty = " + uncommitted changes" if project["dirty"] else ""
+    return f"audit {version()} (commit {project['commit'][:12]}{dirty})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(version_line())
+        return 0
     verb, rest = argv[0], argv[1:]
     if verb not in COMMANDS:
         top.error(f"unknown verb {verb!r} (choose from {', '.join(COMMANDS)})")

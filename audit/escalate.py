@@ -100,6 +100,13 @@ def read_declaration(store: Path) -> Declaration | None:
         ) from None
 
 
+def escalation_run_ids(store: Path) -> set[str]:
+    """The run ids the store's escalation added (none without one)."""
+    declaration = read_declaration(store)
+    escalation = declaration.escalation if declaration else None
+    return {str(r["run_id"]) for r in (escalation or {}).get("runs", [])}
+
+
 def read_design(store: Path | None) -> Design:
     """The design the verdicts of `store` are judged under (one look without a declaration)."""
     if store is None:

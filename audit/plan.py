@@ -16,6 +16,7 @@ from typing import Any
 
 from audit.errors import AuditError
 from audit.profiles import Profile, dataset_present
+from runners import datafiles
 from runners.errors import RunnerInputError
 from runners.models import input_kind_of
 from runners.registry import RUNNERS
@@ -73,6 +74,10 @@ class Plan:
     seeds: list[int]
     runs: list[PlannedRun] = field(default_factory=list)
     skipped: list[SkippedExperiment] = field(default_factory=list)
+    data_dir: Path | None = None  # where the runs read their datasets
+    # dataset the runs read -> None where its data are present here, else what is missing
+    # and how to get it (runners.datafiles.missing_data, asked on the planning host)
+    data: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def total_epochs(self) -> int:
@@ -121,6 +126,13 @@ class Plan:
                 {"experiment": s.experiment, "claims": s.claim_ids, "reason": s.reason}
                 for s in self.skipped
             ],
+            "data": {
+                "dir": str(self.data_dir) if self.data_dir else None,
+                "datasets": {
+                    name: {"present": problem is None, "problem": problem}
+                    for name, problem in self.data.items()
+                },
+            },
         }
 
 
@@ -162,7 +174,47 @@ def build_plan(
             known.claim_ids += [c for c in claim_ids if c not in known.claim_ids]
     plan.runs = list(by_id.values())
     plan.skipped = _merge_skipped(plan.skipped)
+    plan.data_dir = Path(data_dir)
+    plan.data = data_status(plan.runs, data_dir)
     return plan
+
+
+def dataset_read(spec: dict[str, Any]) -> str | None:
+    """The dataset a run reads from the data directory (None: e.g. skimage's photographs)."""
+    name = spec.get("dataset") if spec.get("kind") == "classify" else spec.get("source")
+    return name if name in datafiles.FILES or name in datafiles.IMAGE_FOLDERS else None
+
+
+def data_status(runs: Iterable[PlannedRun], data_dir: Path) -> dict[str, str | None]:
+    """Each dataset the runs read -> None where present in `data_dir`, else the problem."""
+    names = dict.fromkeys(n for r in runs if (n := dataset_read(r.spec)) is not None)
+    return {name: datafiles.missing_data(name, data_dir) for name in names}
+
+
+def preflight(plan: Plan, *, skip_missing: bool) -> list[str]:
+    """Before anything is queued or trained: every dataset of the plan must be present on this
+    host. Missing ones are one AuditError listing each with its fix; with `skip_missing` their
+    runs are dropped from the plan instead, and the lines returned say which."""
+    missing = {name: problem for name, problem in plan.data.items() if problem}
+    if not missing:
+        return []
+    if not skip_missing:
+        listed = "".join(f"\n  - {problem}" for problem in missing.values())
+        raise AuditError(
+            f"data missing for {len(missing)} dataset(s) of the plan "
+            f"({', '.join(missing)}); nothing was submitted or trained. Provide them, or "
+            f"rerun with --skip-missing-data to leave their runs out:{listed}"
+        )
+    dropped = [r for r in plan.runs if dataset_read(r.spec) in missing]
+    plan.runs = [r for r in plan.runs if dataset_read(r.spec) not in missing]
+    for name in missing:
+        del plan.data[name]
+    return [
+        f"--skip-missing-data: left out {sum(dataset_read(r.spec) == name for r in dropped)} "
+        f"run(s) of {name} (its data are missing): "
+        + ", ".join(r.run_id for r in dropped if dataset_read(r.spec) == name)
+        for name in missing
+    ]
 
 
 def _claim_experiments(
@@ -215,6 +267,14 @@ def _planned_run(
         raise AuditError(f"claims {', '.join(claim_ids)}: invalid experiment: {exc}") from None
     hours, source = estimate_gpu_hours(spec, recorded)
     return PlannedRun(run_id(spec), spec, list(claim_ids), spec_deviations(spec), hours, source)
+
+
+def judged_by(plan: dict[str, Any]) -> tuple[list[str], set[str]]:
+    """(claim ids, run ids) the check of a plan (`Plan.to_json()`, a store's plan.json) judges:
+    the claims its runs serve (a profile's smoke runs serve none) on its own runs only."""
+    matrix = [r for r in plan.get("matrix") or [] if isinstance(r, dict)]
+    claims = dict.fromkeys(c for r in matrix for c in r.get("claims") or [] if c != SMOKE)
+    return list(claims), {str(r.get("run_id")) for r in matrix}
 
 
 def spec_deviations(spec: dict[str, Any]) -> list[str]:
@@ -272,6 +332,7 @@ def format_plan(plan: Plan) -> str:
             f"{run.run_id:<58} {run.spec.get('epochs', '-')!s:>6} {run.gpu_hours:>8.3f}  {devs}"
         )
     lines.extend(_skipped_lines(plan.skipped))
+    lines.extend(_data_lines(plan))
     sources = sorted({r.throughput_source for r in plan.runs}) or ["default"]
     lines.append(
         f"{len(plan.runs)} runs ({len(plan.seeds)} seed(s)), {plan.total_epochs} epochs, "
@@ -279,6 +340,16 @@ def format_plan(plan: Plan) -> str:
         f"{len(plan.skipped)} experiment(s) skipped"
     )
     return "\n".join(lines)
+
+
+def _data_lines(plan: Plan) -> list[str]:
+    """Per dataset the runs read: present, or MISSING with what to do (checked on this host)."""
+    if not plan.data:
+        return []
+    lines = [f"data (checked here, in {plan.data_dir}):"]
+    for name, problem in plan.data.items():
+        lines.append(f"  {name:<14} {'present' if problem is None else 'MISSING: ' + problem}")
+    return lines
 
 
 def _skipped_lines(skipped: list[SkippedExperiment], shown: int = 3) -> list[str]:

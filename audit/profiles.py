@@ -8,25 +8,15 @@ a field is labelled as not reproducing the paper's numbers wherever its runs are
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from audit.errors import AuditError
+from runners import datafiles
 
 Experiment = dict[str, Any]
-
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-# Files whose presence under the data directory means the dataset is there (torchvision's
-# layout, as runners/data.py reads it); checked without importing torch.
-DATA_MARKERS = {
-    "cifar10": "cifar-10-batches-py/data_batch_1",
-    "cifar100": "cifar-100-python/train",
-    "mnist": "MNIST/raw/train-images-idx3-ubyte",
-    "fashion-mnist": "FashionMNIST/raw/train-images-idx3-ubyte",
-}
 
 # The quick profile runs the MLP experiments with the paper's protocol (20 epochs, all 60k
 # Fashion-MNIST images): measured 6.1-6.4 s per ND epoch on the project's 2-core CPU, about
@@ -42,16 +32,13 @@ QUICK_LABEL = (
 
 
 def default_data_dir() -> Path:
-    """The runners' default: $AUDIT_DATA_DIR, else ./data (runners/data.py)."""
-    return Path(os.environ.get("AUDIT_DATA_DIR") or "data")
+    """The runners' default ($AUDIT_DATA_DIR, else a per-user cache; runners/datafiles.py)."""
+    return datafiles.default_data_dir()
 
 
 def dataset_present(name: str, data_dir: Path) -> bool:
     """Whether `name` can be loaded offline from `data_dir` (Fashion-MNIST: or Debian's copy)."""
-    marker = DATA_MARKERS.get(name)
-    if marker is not None and (Path(data_dir) / marker).exists():
-        return True
-    return name == "fashion-mnist" and DEBIAN_FASHION_MNIST.is_dir()
+    return datafiles.missing_data(name, data_dir) is None
 
 
 @dataclass(frozen=True)
@@ -143,6 +130,11 @@ PROFILES: dict[str, Profile] = {
         ),
     )
 }
+
+
+# What `audit plan` and `audit run` use without --profile: a CPU-sized audit, never the
+# cluster-scale matrix (which needs an explicit --profile seed-study or full).
+DEFAULT_PROFILE = "quick"
 
 
 def get_profile(name: str) -> Profile:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from audit import figures
+from audit import figures, project_file
 from audit.errors import AuditError
 from audit.store import PLAN_FILE
 from runners.rundir import (
@@ -43,7 +43,7 @@ from runners.rundir import (
     read_spec,
 )
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = project_file("templates")  # the checkout's, or the wheel's copy
 DEFAULT_TITLE = "Reproduction audit of “Network Deconvolution” (Ye et al., ICLR 2020)"
 
 # The verdicts of audit.compare.VERDICTS, in the order the headline shows them.

@@ -10,8 +10,9 @@
 Loaders yield images (N, C, H, W); the MLP flattens them itself.
 
 Data are never downloaded unless asked (`download=True`); missing files raise one
-RunnerInputError naming the dataset, the directory and the files torchvision expects.
-Fashion-MNIST is also found where Debian's `dataset-fashion-mnist` installs it, so it works
+RunnerInputError naming the dataset, the directory and the files torchvision expects (the
+files and messages live in runners/datafiles.py, which needs no torch). Fashion-MNIST is also
+read where Debian's `dataset-fashion-mnist` installs it (in place, not copied), so it works
 offline. Real CIFAR files keep torchvision's md5 check; `verify=False` skips it, loudly,
 for synthetic test data. Every load reports its provenance: directory, source, whether the
 files were verified, and a sha256 over the files actually read (for ImageNet over the list of
@@ -23,6 +24,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import os
 import pickle
 import shutil
@@ -37,17 +39,28 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import check_integrity
 
+from runners.datafiles import (
+    DATA_DIR_ENV,
+    DEBIAN_FASHION_MNIST,
+    HOW_TO_GET,
+    IMAGENET_SPLITS,
+    default_data_dir,
+    image_folder_classes,
+    image_folder_missing,
+    missing_message,
+    system_files,
+    where,
+)
+from runners.datafiles import expected_files as dataset_files
 from runners.errors import RunnerInputError
 from runners.rundir import atomic_write_json
 from runners.specs.classify import ClassifySpec
 
-DATA_DIR_ENV = "AUDIT_DATA_DIR"
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+__all__ = ["DATA_DIR_ENV", "DEBIAN_FASHION_MNIST", "default_data_dir"]  # re-exported
 SOURCE_NOTE = "source.json"  # written next to files this module installed, says where from
 CROP_PADDING = 4  # RandomCrop(32, padding=4), zero fill (main.py:L64-69)
 RESIZE = 256  # ImageNet val: Resize(256) then CenterCrop(224) (main_imagenet.py:L357-365)
 IMAGENET_CLASSES = 1000  # ILSVRC2012; another count is a different dataset (a deviation)
-IMAGENET_SPLITS = ("train", "val")  # the authors' DATA/train and DATA/val
 # How train_subset / test_subset pick ImageNet images (recorded in its provenance).
 EVENLY_SPACED_RULE = "evenly spaced over the class-sorted list: index floor((2i+1)*N/(2n)), i < n"
 
@@ -73,8 +86,7 @@ DATASETS = {
             32,
             (0.4914, 0.4822, 0.4465),
             (0.2023, 0.1994, 0.2010),
-            "the folder cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta) "
-            "from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            HOW_TO_GET["cifar10"],
         ),
         DatasetInfo(
             "cifar100",
@@ -83,8 +95,7 @@ DATASETS = {
             32,
             (0.5071, 0.4865, 0.4409),
             (0.2009, 0.1984, 0.2023),
-            "the folder cifar-100-python/ (train, test, meta) "
-            "from https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+            HOW_TO_GET["cifar100"],
         ),
         DatasetInfo(
             "mnist",
@@ -93,7 +104,7 @@ DATASETS = {
             28,
             (0.1307,),
             (0.3081,),
-            "the uncompressed IDX files MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
+            HOW_TO_GET["mnist"],
         ),
         DatasetInfo(
             "imagenet",
@@ -102,14 +113,7 @@ DATASETS = {
             224,
             (0.485, 0.456, 0.406),
             (0.229, 0.224, 0.225),
-            "ILSVRC2012 in the layout of the authors' main_imagenet.py DATA: "
-            "imagenet/train/<wnid>/*.JPEG and imagenet/val/<wnid>/*.JPEG (one folder per "
-            "class, named by its WordNet id such as n01440764; 1000 classes). Symlink the "
-            "cluster's ImageNet copy there (ln -s /path/to/imagenet <data_dir>/imagenet), or "
-            "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from "
-            "https://image-net.org/ (free registration, non-commercial licence), extract each "
-            "per-class train tar into train/<wnid>/, and sort val into class folders with the "
-            "usual valprep.sh script",
+            HOW_TO_GET["imagenet"],
         ),
         DatasetInfo(
             "fashion-mnist",
@@ -118,9 +122,7 @@ DATASETS = {
             28,
             None,
             None,
-            "the uncompressed IDX files "
-            "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte "
-            "(or install Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist)",
+            HOW_TO_GET["fashion-mnist"],
         ),
     )
 }
@@ -135,11 +137,6 @@ class Data:
     generator: torch.Generator  # the train loader's shuffling RNG (checkpointed)
     num_classes: int
     provenance: dict[str, Any]  # directory, source, verified, sha256, sizes
-
-
-def default_data_dir() -> Path:
-    """$AUDIT_DATA_DIR, else ./data."""
-    return Path(os.environ.get(DATA_DIR_ENV) or "data")
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -192,12 +189,7 @@ def _test_steps(info: DatasetInfo) -> list[Callable]:
 
 def expected_files(info: DatasetInfo, root: Path) -> list[Path]:
     """The files torchvision reads for `info` under `root` (train and test)."""
-    cls = info.tv_class
-    if issubclass(cls, datasets.CIFAR10):
-        names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-        return [root / cls.base_folder / name for name in names]
-    raw = root / cls.__name__ / "raw"
-    return [raw / Path(url).stem for url, _ in cls.resources]
+    return dataset_files(info.name, root)
 
 
 def files_sha256(paths: list[Path], root: Path) -> str:
@@ -211,21 +203,12 @@ def files_sha256(paths: list[Path], root: Path) -> str:
     return digest.hexdigest()
 
 
-def _missing_message(info: DatasetInfo, root: Path, missing: list[Path]) -> str:
-    shown = ", ".join(str(p.relative_to(root)) for p in missing[:4])
-    more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
-    return (
-        f"dataset {info.name} not found in the data directory {root.resolve()} "
-        f"(missing {shown}{more}). Provide {info.how_to_get} under that directory, "
-        f"point --data-dir (or ${DATA_DIR_ENV}) at the directory that holds them, "
-        "or pass --download on a machine with internet access"
-    )
-
-
 def install_system_fashion_mnist(
     root: Path, system_dir: Path = DEBIAN_FASHION_MNIST, *, log: Callable[[str], None] = print
 ) -> bool:
-    """Decompress Debian's Fashion-MNIST .gz files into root/FashionMNIST/raw/.
+    """Decompress Debian's Fashion-MNIST .gz files into root/FashionMNIST/raw/: an explicit
+    copy, e.g. for a data directory shared with nodes that lack the package (loading reads
+    the system copy in place, it never copies).
 
     Each file is written to a temporary sibling and renamed, so an interrupted copy never
     leaves a truncated file that torchvision would take for data. Returns False when the
@@ -320,87 +303,12 @@ def image_folder_base(info: DatasetInfo, root: Path) -> Path:
     return root / info.name
 
 
-def _where(path: Path) -> str:
-    """The path as given and, through a symlink, the real one it stands for."""
-    shown, real = path.absolute(), path.resolve()
-    return str(shown) if shown == real else f"{shown} (resolved: {real})"
-
-
-def _image_folder_missing(info: DatasetInfo, base: Path, problem: str) -> str:
-    return (
-        f"dataset {info.name} not found: {problem}; looked in {_where(base)}. Expected "
-        f"{info.how_to_get}. Or point --data-dir (or ${DATA_DIR_ENV}) at the directory that "
-        f"holds {info.name}/"
-    )
-
-
 def _no_download_message(info: DatasetInfo, base: Path) -> str:
     return (
         f"dataset {info.name} cannot be downloaded automatically (--download): its licence "
         "requires every user to register at https://image-net.org/ and accept the terms of "
-        f"access. It was looked for in {_where(base)}; provide {info.how_to_get}"
+        f"access. It was looked for in {where(base)}; provide {info.how_to_get}"
     )
-
-
-def _flat_split_message(info: DatasetInfo, split_dir: Path) -> str:
-    return (
-        f"dataset {info.name}: {_where(split_dir)} holds image files directly, with no class "
-        "folders (the raw ILSVRC2012 layout of the val set). ImageFolder needs one folder per "
-        "class named by its WordNet id (val/n01440764/ILSVRC2012_val_00000293.JPEG, ...): sort "
-        "the images into class folders with the usual valprep.sh script (it moves each file "
-        "into the folder of its label from the ILSVRC2012 devkit)"
-    )
-
-
-def _has_images(folder: Path) -> bool:
-    extensions = datasets.folder.IMG_EXTENSIONS
-    return any(p.is_file() and p.suffix.lower() in extensions for p in folder.iterdir())
-
-
-def split_classes(info: DatasetInfo, base: Path, split: str) -> list[str]:
-    """The sorted class folder names of base/split, or one clear error for a wrong layout."""
-    split_dir = base / split
-    if not split_dir.is_dir():
-        raise RunnerInputError(_image_folder_missing(info, base, f"no folder {split}/"))
-    classes = _find_classes(info, split_dir)
-    if classes:
-        return classes
-    if _has_images(split_dir):
-        raise RunnerInputError(_flat_split_message(info, split_dir))
-    raise RunnerInputError(_image_folder_missing(info, base, f"{split}/ has no class folders"))
-
-
-def _find_classes(info: DatasetInfo, split_dir: Path) -> list[str]:
-    """torchvision's own class discovery (its order gives the labels); none found -> []."""
-    try:
-        return datasets.folder.find_classes(str(split_dir))[0]
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise RunnerInputError(
-            f"dataset {info.name}: cannot read {_where(split_dir)} ({exc}); make it readable"
-        ) from None
-
-
-def check_same_classes(info: DatasetInfo, base: Path, train: list[str], val: list[str]) -> None:
-    """Labels are class indices in sorted order, so both splits need the very same folders."""
-    if train == val:
-        return
-    differ = [
-        f"only in {split}/: {_first_few(sorted(set(mine) - set(other)))}"
-        for split, mine, other in (("train", train, val), ("val", val, train))
-        if set(mine) - set(other)
-    ]
-    raise RunnerInputError(
-        f"dataset {info.name}: train and val have different class folders ({'; '.join(differ)}) "
-        f"in {_where(base / 'train')} and {_where(base / 'val')}. Both must hold the same "
-        "WordNet-id folders: restore the missing ones, or re-sort val with valprep.sh"
-    )
-
-
-def _first_few(names: list[str], shown: int = 5) -> str:
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
 
 
 def file_list_sha256(paths: list[Path], base: Path) -> str:
@@ -422,7 +330,7 @@ def _construct_image_folder(
         return datasets.ImageFolder(str(base / split), transform=transform)
     except OSError as exc:  # e.g. a class folder with no image in it, or an unreadable folder
         raise RunnerInputError(
-            f"dataset {info.name} in {_where(base / split)} could not be listed ({exc}). "
+            f"dataset {info.name} in {where(base / split)} could not be listed ({exc}). "
             f"Expected {info.how_to_get}"
         ) from None
 
@@ -442,11 +350,10 @@ def load_image_folder(
     if not base.is_dir():
         if download:
             raise RunnerInputError(_no_download_message(info, base))
-        raise RunnerInputError(_image_folder_missing(info, base, f"no folder {info.name}/"))
+        raise RunnerInputError(image_folder_missing(info.name, base, f"no folder {info.name}/"))
     if download:
-        log(f"{info.name} is never downloaded; using the files in {_where(base)}")
-    train_classes, val_classes = (split_classes(info, base, s) for s in IMAGENET_SPLITS)
-    check_same_classes(info, base, train_classes, val_classes)
+        log(f"{info.name} is never downloaded; using the files in {where(base)}")
+    image_folder_classes(info.name, base)  # the layout, with the preflight's messages
     train_set = _construct_image_folder(info, base, "train", augment=augment)
     val_set = _construct_image_folder(info, base, "val", augment=augment)
     return train_set, val_set, _image_folder_provenance(info, base, train_set, val_set)
@@ -496,13 +403,12 @@ def load_datasets(
     if is_image_folder(info):
         return load_image_folder(info, root, augment=augment, download=download, log=log)
     files = expected_files(info, root)
-    absent = not all(f.is_file() for f in files)
-    if name == "fashion-mnist" and absent and not download:
-        # Offline machines: fall back on Debian's package rather than failing.
-        install_system_fashion_mnist(root, system_fashion_mnist, log=log)
     missing = [f for f in files if not f.is_file()]
     if missing and not download:
-        raise RunnerInputError(_missing_message(info, root, missing))
+        system = system_files(name, system_fashion_mnist)
+        if system is not None:  # offline machines: Debian's copy, read where it is
+            return load_system_copy(info, system, augment=augment, log=log)
+        raise RunnerInputError(missing_message(info.name, root, missing))
     cls = info.tv_class
     checks_md5 = cls in UNVERIFIED
     if checks_md5 and not verify:
@@ -526,6 +432,77 @@ def load_datasets(
         "test_size": len(test_set),
     }
     return train_set, test_set, provenance
+
+
+def load_system_copy(
+    info: DatasetInfo, files: list[Path], *, augment: bool, log: Callable[[str], None] = print
+) -> tuple[Dataset, Dataset, dict[str, Any]]:
+    """Train and test sets from Debian's gzipped Fashion-MNIST, read in place (not copied)."""
+    folder = files[0].parent
+    sets = []
+    for train in (True, False):
+        transform = make_transform(info, train=train, augment=augment)
+        try:
+            sets.append(GzippedFashionMNIST(folder, train=train, transform=transform))
+        except (OSError, EOFError, ValueError) as exc:
+            raise RunnerInputError(
+                f"dataset {info.name}: Debian's copy in {folder} could not be read ({exc}); "
+                "reinstall it (apt-get install --reinstall dataset-fashion-mnist) or put "
+                f"{HOW_TO_GET[info.name]} under the data directory"
+            ) from None
+    log(f"{info.name}: reading Debian's copy in place ({folder})")
+    return (
+        sets[0],
+        sets[1],
+        {
+            "dataset": info.name,
+            "directory": str(folder.resolve()),
+            "source": f"Debian dataset-fashion-mnist ({folder}), read in place",
+            "verified": False,
+            "verification": _verification(False, True),
+            "files": [path.name for path in files],
+            "sha256": files_sha256(files, folder),
+            "train_size": len(sets[0]),
+            "test_size": len(sets[1]),
+        },
+    )
+
+
+class GzippedFashionMNIST(datasets.FashionMNIST):
+    """torchvision's FashionMNIST over the gzipped IDX files where they are (Debian's copy):
+    the same images and labels as the uncompressed files, no copy in the data directory."""
+
+    def __init__(self, folder: Path, *, train: bool, transform: Callable) -> None:
+        self.folder = Path(folder)  # before torchvision's __init__, which checks the files
+        super().__init__(str(folder), train=train, transform=transform)
+
+    @property
+    def raw_folder(self) -> str:
+        return str(self.folder)
+
+    def _check_exists(self) -> bool:
+        return system_files(DATASETS["fashion-mnist"].name, self.folder) is not None
+
+    def _load_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        split = "train" if self.train else "t10k"
+        images = read_idx_gz(self.folder / f"{split}-images-idx3-ubyte.gz", dims=3)
+        labels = read_idx_gz(self.folder / f"{split}-labels-idx1-ubyte.gz", dims=1)
+        return images, labels.long()
+
+
+def read_idx_gz(path: Path, *, dims: int) -> torch.Tensor:
+    """A gzipped IDX file of unsigned bytes (the MNIST format): the magic number 0x0800 + dims,
+    `dims` big-endian 32-bit sizes, then the bytes."""
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read()
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != 0x0800 + dims:
+        raise ValueError(f"{path.name} is not an IDX file of {dims}-d bytes (magic {magic:#x})")
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    body = raw[4 + 4 * dims :]
+    if len(body) != math.prod(shape):
+        raise ValueError(f"{path.name} holds {len(body)} bytes for a {shape} array")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).view(*shape)
 
 
 def _verification(checks_md5: bool, verify: bool) -> str:

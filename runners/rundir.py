@@ -243,11 +243,27 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
+# Written into an installed wheel by setup.py: the commit it was built from.
+BUILD_INFO = Path(__file__).resolve().parent / "_build_info.json"
+
+
 def project_commit() -> dict[str, Any]:
-    """The project's git commit and whether the working tree had uncommitted changes."""
+    """The project's git commit and whether the working tree had uncommitted changes: asked of
+    git in a checkout; an installed wheel answers with the commit it was built from (asking git
+    there would name whatever repository the environment happens to sit in)."""
+    if not (Path(__file__).resolve().parent.parent / "pyproject.toml").is_file():
+        return _built_commit()
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def _built_commit() -> dict[str, Any]:
+    try:
+        info = json.loads(BUILD_INFO.read_text(encoding="utf-8"))
+        return {"commit": info.get("commit"), "dirty": info.get("dirty")}
+    except (OSError, ValueError, AttributeError):
+        return {"commit": None, "dirty": None}
 
 
 PROVENANCE_PACKAGES = (

@@ -3,7 +3,8 @@
 #   - system packages (as root, via apt): real Fashion-MNIST, PDF rendering libraries,
 #     and, with --test, poppler-utils and Chromium for the report tests (the SLURM
 #     test fixture installs SLURM itself, see tests/slurm_cluster.py);
-#   - a virtual environment in .venv with the project installed editable.
+#   - a virtual environment in .venv with the project installed editable (a user's
+#     `pip install .` is checked by scripts/package-check.sh, through tests/test_package.py).
 # Usage: bash scripts/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
 fi
 # pip (not uv/poetry): it takes torch/torchvision from this machine's local wheel store.
-if ! .venv/bin/python -c "import audit, runners, torch, torchvision, submitit, weasyprint, pytest" 2>/dev/null; then
+if ! .venv/bin/python -c "import audit, runners, torch, torchvision, submitit, weasyprint, scipy, pytest" 2>/dev/null; then
     echo "setup: installing the project and its dependencies into .venv (first time: a few minutes)"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".[test]"

@@ -7,4 +7,6 @@
 # Then: export SLURM_CONF=/tmp/nd-audit-slurm/etc/slurm.conf (printed by start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python -m tests.slurm_cluster "${1:-status}"
+py=.venv/bin/python  # scripts/setup.sh's; else the python on PATH (an environment of one's own)
+[[ -x $py ]] || py=python3
+exec "$py" -m tests.slurm_cluster "${1:-status}"

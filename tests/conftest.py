@@ -1,9 +1,17 @@
 """Shared pytest configuration. Fixtures live in test modules or in `tests/*_fixtures.py`,
-except the one below, which most torch-heavy modules use."""
+except the two below: the torch-thread one most torch-heavy modules use, and the mini claims
+file (tests/mini_claims.yaml) for tests that need a small claims file.
 
+The fast loop is `pytest -m "not slow"`: tests that train models, need SLURM, render or read
+a PDF, drive a browser or build the wheel are marked `slow` (pyproject.toml)."""
+
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+MINI_CLAIMS = Path(__file__).parent / "mini_claims.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -15,3 +23,9 @@ def one_torch_thread() -> Iterator[None]:
 
     with cpu_threads(1):
         yield
+
+
+@pytest.fixture
+def mini_claims(tmp_path: Path) -> Path:
+    """A copy of tests/mini_claims.yaml in the test's own folder (a test may edit it)."""
+    return Path(shutil.copy(MINI_CLAIMS, tmp_path / "claims.yaml"))

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 N_TRAIN = 300  # 3 iterations of 128 per epoch (the last one partial)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # trains
 
 
 @pytest.fixture

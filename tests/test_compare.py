@@ -21,47 +21,12 @@ from runners.rundir import RunResult, atomic_write_yaml, write_result
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_FIELDS = ("kind", "dataset", "arch", "norm", "epochs")
 
-CLAIMS = """\
-schema_version: 1
-tables:
-  - id: tab
-    group: t1
-    metric: test_top1
-    experiment: {kind: classify, dataset: cifar10}
-    layout: [arch, BN20, ND20]
-    columns:
-      BN20: {norm: bn, epochs: 20}
-      ND20: {norm: nd, epochs: 20}
-    tolerance: {abs: 1.0}
-    rows:
-      - [vgg16, 90.00, 93.00]
-  - id: bound
-    group: bounds
-    type: threshold
-    metric: test_top1
-    experiment: {kind: classify, dataset: mnist, arch: mlp, epochs: 20}
-    layout: [norm, value]
-    columns:
-      value: {}
-    tolerance: {abs: 0}
-    rows:
-      - [nd, 99.50]
-relations:
-  - id: beats
-    group: rel
-    statement: ND beats BN
-    tables: [tab]
-    cases:
-      e20: {ND20: 1, BN20: -1}
-    op: ">"
-"""
+CLAIMS = (Path(__file__).parent / "mini_claims.yaml").read_text(encoding="utf-8")  # variants
 
 
 @pytest.fixture
-def claims(tmp_path):
-    path = tmp_path / "claims.yaml"
-    path.write_text(CLAIMS, encoding="utf-8")
-    return load_claims(path)
+def claims(mini_claims):
+    return load_claims(mini_claims)
 
 
 def results_csv(tmp_path: Path, rows: list[dict], name: str = "results.csv") -> Path:

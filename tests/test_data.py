@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,28 +117,59 @@ def test_missing_data_names_dataset_directory_and_remedy(tmp_path):
     assert "cifar-10-batches-py" in message and "--download" in message
 
 
-def test_fashion_mnist_falls_back_on_the_debian_package(tmp_path):
+def test_fashion_mnist_is_read_in_place_from_the_debian_package(tmp_path):
     system = fakedata.write_fashion_mnist_gz(tmp_path / "usr-share", n_train=30, n_test=10)
+    fakedata.write_fashion_mnist(tmp_path / "raw", n_train=30, n_test=10)  # the same arrays
     lines: list[str] = []
     loaded = data.load_data(
         spec("fashion-mnist"), tmp_path / "d", log=lines.append, system_fashion_mnist=system
     )
+    assert not (tmp_path / "d").exists()  # nothing copied into the data directory
+    assert "Debian" in loaded.provenance["source"] and str(system) in loaded.provenance["source"]
+    assert loaded.provenance["directory"] == str(system.resolve())
+    assert loaded.provenance["train_size"] == 30 and loaded.provenance["test_size"] == 10
+    assert any("in place" in line for line in lines)
+    uncompressed = data.load_data(spec("fashion-mnist"), tmp_path / "raw", log=quiet)
+    # the same pixels and labels as torchvision reads from the uncompressed files
+    for ours, theirs in zip(loaded.test_loader, uncompressed.test_loader, strict=True):
+        torch.testing.assert_close(ours[0], theirs[0])
+        assert ours[1].tolist() == theirs[1].tolist()
+
+
+def test_fashion_mnist_in_the_data_directory_wins_over_the_system_copy(tmp_path):
+    system = fakedata.write_fashion_mnist_gz(tmp_path / "usr-share", n_train=30, n_test=10)
+    fakedata.write_fashion_mnist(tmp_path / "d", n_train=20, n_test=10)
+    loaded = data.load_data(
+        spec("fashion-mnist"), tmp_path / "d", log=quiet, system_fashion_mnist=system
+    )
+    assert loaded.provenance["train_size"] == 20
+    assert loaded.provenance["source"] == "data directory"
+
+
+def test_a_damaged_system_copy_is_one_clear_error(tmp_path):
+    system = fakedata.write_fashion_mnist_gz(tmp_path / "usr-share", n_train=30, n_test=10)
+    (system / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
+    with pytest.raises(RunnerInputError, match=r"Debian's copy in .* could not be read"):
+        data.load_data(
+            spec("fashion-mnist"), tmp_path / "d", log=quiet, system_fashion_mnist=system
+        )
+
+
+def test_an_explicit_copy_of_the_system_fashion_mnist_keeps_its_source(tmp_path):
+    system = fakedata.write_fashion_mnist_gz(tmp_path / "usr-share", n_train=30, n_test=10)
+    assert data.install_system_fashion_mnist(tmp_path / "d", system, log=quiet)
     raw = tmp_path / "d" / "FashionMNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == sorted(
         [*fakedata.IDX_FILES.values(), data.SOURCE_NOTE]
     )  # decompressed, no temporary files left
+    loaded = data.load_data(spec("fashion-mnist"), tmp_path / "d", log=quiet)
     assert "Debian" in loaded.provenance["source"] and str(system) in loaded.provenance["source"]
-    assert loaded.provenance["train_size"] == 30 and any("copied" in line for line in lines)
-    again = data.load_data(
-        spec("fashion-mnist"), tmp_path / "d", log=quiet, system_fashion_mnist=system
-    )
-    assert again.provenance["source"] == loaded.provenance["source"]  # remembered
-    assert again.provenance["sha256"] == loaded.provenance["sha256"]
+    assert loaded.provenance["directory"] == str((tmp_path / "d").resolve())
 
 
 def test_a_damaged_source_note_is_one_clear_error(tmp_path):
     system = fakedata.write_fashion_mnist_gz(tmp_path / "usr-share", n_train=30, n_test=10)
-    data.load_data(spec("fashion-mnist"), tmp_path / "d", log=quiet, system_fashion_mnist=system)
+    data.install_system_fashion_mnist(tmp_path / "d", system, log=quiet)
     note = tmp_path / "d" / "FashionMNIST" / "raw" / data.SOURCE_NOTE
     note.write_text("{not json", encoding="utf-8")
     with pytest.raises(RunnerInputError, match=r"source\.json is not a readable source note"):
@@ -193,13 +223,6 @@ def test_checksum_covers_the_files_read(tmp_path):
     assert (
         data.load_data(spec("mnist"), tmp_path, log=quiet).provenance["sha256"] != before["sha256"]
     )
-
-
-def test_data_dir_defaults_to_the_environment_then_data(monkeypatch):
-    monkeypatch.setenv(data.DATA_DIR_ENV, "/somewhere/else")
-    assert data.default_data_dir() == Path("/somewhere/else")
-    monkeypatch.delenv(data.DATA_DIR_ENV)
-    assert data.default_data_dir() == Path("data")
 
 
 def test_real_debian_fashion_mnist_when_installed(tmp_path):

@@ -185,7 +185,7 @@ def test_a_class_folder_without_images_is_one_clear_error(imagenet):
     for photo in (imagenet / "imagenet" / "val" / WNIDS[1]).iterdir():
         photo.unlink()
     message = error_of(data.load_data, spec(), imagenet, log=quiet)
-    assert "could not be listed" in message and WNIDS[1] in message
+    assert "class folder(s) without images" in message and WNIDS[1] in message
 
 
 def test_download_is_refused_with_how_to_get_it(tmp_path):

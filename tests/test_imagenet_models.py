@@ -276,6 +276,7 @@ def test_densenet_layer_concatenates_what_the_authors_do(norm: str) -> None:
     assert torch.equal(out[:, :64], torch.relu(x) if norm == "nd" else x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("arch", "norm"), BUILDS)
 def test_forward_shape_in_train_and_eval(arch: str, norm: str) -> None:
     torch.manual_seed(0)

@@ -50,6 +50,7 @@ def store(tmp_path):
     return Store(tmp_path / "store")
 
 
+@pytest.mark.slow
 def test_run_job_trains_once_then_skips(store, data_dir):
     spec = mlp_spec()
     options = RunOptions(data_dir=str(data_dir))
@@ -61,6 +62,7 @@ def test_run_job_trains_once_then_skips(store, data_dir):
     assert attempts[0]["start_epoch"] == 0
 
 
+@pytest.mark.slow
 def test_corrupt_result_and_checkpoint_are_moved_aside_and_rerun(store, data_dir):
     spec = mlp_spec(epochs=1)
     rid, options = run_id(spec), RunOptions(data_dir=str(data_dir))
@@ -130,6 +132,7 @@ def test_a_run_locked_by_another_process_is_not_trained_twice(store, data_dir):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_local_executor_trains_in_a_child_process(store, data_dir):
     spec = mlp_spec(norm="nd", epochs=2)
     executor = make_executor("local", store, RunOptions(data_dir=str(data_dir)))
@@ -165,6 +168,9 @@ def fake_slurm(tmp_path, monkeypatch):
         "echo '4242_0|RUNNING|vm'\necho '4242_0.batch|RUNNING|vm'\n"
         "echo '4242_[1-2%2]|PENDING|None assigned'\n",
     )
+    # submitit's SlurmExecutor needs srun on PATH (the job script calls it), even on a machine
+    # without SLURM; the fake sbatch runs no job script, so this srun is never called
+    _fake_bin(bindir, "srun", 'echo "fake srun: no job runs in this test" >&2\nexit 1\n')
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     return tmp_path
 
@@ -368,6 +374,7 @@ def _wait_for(predicate, what: str, timeout: float = 60.0):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+@pytest.mark.slow
 def test_a_killed_local_audit_run_resumes_without_retraining(tmp_path):
     """SIGKILL of `audit run --executor local` while a run trains: its trainer dies with it
     (the lock is free, no orphan writes on), and the next `audit run` keeps the finished run

@@ -23,6 +23,8 @@ from runners.specs.classify import NDOptions
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
+pytestmark = pytest.mark.slow  # trains MLPs to accuracy on real data
+
 
 def modules(model: nn.Module, kind: type) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, kind)]

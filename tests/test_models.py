@@ -109,6 +109,7 @@ def test_efficientnet_nd_keeps_the_authors_batchnorm_blocks() -> None:
     assert isinstance(nd.head.fc, Delinear)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 @pytest.mark.parametrize("norm", NORMS)
 def test_forward_shape_in_train_and_eval(arch: str, norm: str) -> None:

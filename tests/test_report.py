@@ -557,6 +557,7 @@ def test_stable_fragments_match_golden_files(rendered, fragment):
 # ---------------------------------------------------------------- the PDF and the screen
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils not installed")
 def test_pdf_carries_headline_and_table_values(rendered):
     assert rendered.paths.pdf.read_bytes().startswith(b"%PDF")
@@ -580,6 +581,7 @@ def test_pdf_carries_headline_and_table_values(rendered):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
 def test_chromium_screenshot_shows_the_main_table(rendered, tmp_path):
     from PIL import Image

@@ -35,7 +35,7 @@ from runners.rundir import read_jsonl
 from runners.specs import effective_spec, run_id
 from tests import slurm_cluster
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 CLAIMS = PROJECT_ROOT / "claims.yaml"
 CPU_JOB = {"gpus_per_node": 0, "cpus_per_task": 1, "time_min": 10, "signal_delay_s": 30}

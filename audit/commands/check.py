@@ -7,12 +7,13 @@ Exit 0: every selected gated claim is within tolerance; 1: some is not; 2: bad i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from audit import PROJECT_ROOT
+from audit import project_file
 
 if TYPE_CHECKING:  # imported lazily below: `audit check --help` must stay fast
     import pandas as pd
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # imported lazily below: `audit check --help` must stay fast
     from audit.claims import ClaimSet
 
 HELP = "compare results with the claims; exit 0 within tolerance, 1 not, 2 bad input"
-DEFAULT_CLAIMS = PROJECT_ROOT / "claims.yaml"  # the project's own, wherever audit runs
+DEFAULT_CLAIMS = project_file("claims.yaml")  # the project's own, wherever audit runs
 DEFAULT_STORE = "runs"
 
 
@@ -80,6 +81,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="undecided claims (inconclusive, unresolved) do not fail",
     )
+    add_scope_argument(parser)
+
+
+def add_scope_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--all-claims",
+        action="store_true",
+        help="judge every selected claim (default for a store: only the claims of its plan)",
+    )
+
+
+def scope_to_store_plan(
+    verb: str, args: argparse.Namespace, claims: ClaimSet, results: pd.DataFrame, store: Path | None
+) -> tuple[ClaimSet, pd.DataFrame]:
+    """A store alone is judged as `audit run` judged it: the claims of its recorded plan, on
+    the plan's runs. Not with --all-claims, with CSV input, or where no plan was recorded."""
+    from audit.errors import AuditError
+    from audit.escalate import escalation_run_ids
+    from audit.plan import judged_by
+
+    plan = _read_plan(store) if store is not None and not args.results else {}
+    if args.all_claims or not plan.get("matrix"):
+        return claims, results
+    claim_ids, run_ids = judged_by(plan)
+    run_ids |= escalation_run_ids(store)  # the second look's seeds belong to the plan too
+    wanted = set(claim_ids)
+    kept = [c for c in claims if c.id in wanted]
+    where = f"the plan of {store} (profile {plan.get('profile', '?')})"
+    if not wanted:
+        print(f"audit {verb}: {where} covers no claim (smoke runs only)", file=sys.stderr)
+    elif not kept:
+        raise AuditError(
+            f"the selection matches none of the {len(wanted)} claim(s) of {where}; "
+            "add --all-claims to judge claims outside it"
+        )
+    else:
+        print(
+            f"audit {verb}: judging the {len(kept)} claim(s) of {where}; "
+            "--all-claims judges every claim",
+            file=sys.stderr,
+        )
+    if len(results):
+        results = results[results["run_id"].isin(run_ids)]
+    return dataclasses.replace(claims, claims=kept), results
+
+
+def _read_plan(store: Path) -> dict:
+    import json
+
+    from audit.store import PLAN_FILE
+
+    try:
+        plan = json.loads((Path(store) / PLAN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return plan if isinstance(plan, dict) else {}
 
 
 def split_list(values: list[str] | None) -> list[str] | None:
@@ -149,6 +206,7 @@ def _check(args: argparse.Namespace) -> int:
     for problem in results.attrs.get("problems", []):
         print(f"audit check: warning: {problem}", file=sys.stderr)
     store = None if args.results else (args.store or Path(DEFAULT_STORE))
+    claims, results = scope_to_store_plan("check", args, claims, results, store)
     design = read_design(store)
     table = compare(claims, results, design)
     allowed = check.passing_verdicts(args.allow_missing, args.allow_inconclusive)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from audit.errors import AuditError
 from audit.plan import Plan, build_plan, format_plan, throughput_key
-from audit.profiles import PROFILES, default_data_dir, get_profile
+from audit.profiles import DEFAULT_PROFILE, PROFILES, default_data_dir, get_profile
 from runners.errors import RunnerInputError
 
 HELP = "show the experiment matrix a profile and selection would run"
@@ -21,7 +22,10 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_claim_selection(parser)
     parser.add_argument(
-        "--profile", default="full", help=f"one of {', '.join(PROFILES)} (default: full)"
+        "--profile",
+        default=None,
+        help=f"one of {', '.join(PROFILES)} (default: {DEFAULT_PROFILE}, a CPU-sized audit; "
+        "the paper's matrix is seed-study or full, for a cluster)",
     )
     parser.add_argument(
         "--seeds", type=int, default=None, help="seeds per experiment (default: the profile's)"
@@ -30,7 +34,8 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         type=Path,
         default=None,
-        help="datasets folder (default: $AUDIT_DATA_DIR or ./data)",
+        help="datasets folder (default: $AUDIT_DATA_DIR, else ~/.cache/nd-audit/data or "
+        "$XDG_CACHE_HOME/nd-audit/data)",
     )
     parser.add_argument(
         "--store", type=Path, default=Path("runs"), help="result store (default: ./runs)"
@@ -46,7 +51,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     """Load the claims, apply the selection and the profile: the plan both verbs use."""
     from audit.commands.check import select_claims
 
-    profile = get_profile(args.profile)
+    profile = get_profile(args.profile or _default_profile())
     selected = select_claims(args)
     narrowed = bool(args.group or args.id)
     plan = build_plan(
@@ -63,6 +68,17 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
             f"({len(plan.skipped)} experiment(s) skipped; `audit plan` lists why)"
         )
     return plan
+
+
+def _default_profile() -> str:
+    """Without --profile: the quick profile, never the cluster-scale matrix (a bare `audit run`
+    on a laptop or a login node must not start ~400 runs on the local executor)."""
+    print(
+        f"audit: no --profile given: the {DEFAULT_PROFILE} profile, a CPU-sized audit; "
+        "--profile seed-study or --profile full runs the paper's matrix (on a cluster)",
+        file=sys.stderr,
+    )
+    return DEFAULT_PROFILE
 
 
 def recorded_throughputs(store_dir: Path) -> dict[tuple[str, str, str], float]:

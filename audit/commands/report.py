@@ -14,7 +14,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from audit.commands.check import DEFAULT_STORE, add_selection_arguments, load_results_table
+from audit.commands.check import (
+    DEFAULT_STORE,
+    add_scope_argument,
+    add_selection_arguments,
+    load_results_table,
+)
 
 HELP = "render the HTML and PDF reproduction report"
 
@@ -40,10 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--title", default=None, help="the report's title")
     parser.add_argument("--profile", default=None, help="profile to state in the scope line")
     parser.add_argument("--no-pdf", action="store_true", help="write only index.html")
+    add_scope_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    from audit.commands.check import select_claims
+    from audit.commands.check import scope_to_store_plan, select_claims
     from audit.compare import compare
     from audit.escalate import read_design
     from audit.record import RECORD_NAME, write_verdict_record
@@ -54,6 +60,7 @@ def main(args: argparse.Namespace) -> int:
     results = load_results_table(store, args.results or [])
     for problem in results.attrs.get("problems", []):
         print(f"audit report: warning: {problem}", file=sys.stderr)
+    claims, results = scope_to_store_plan("report", args, claims, results, store)
     scope = {"profile": args.profile} if args.profile else {}
     if args.results:
         scope["results"] = ", ".join(str(p) for p in args.results)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from audit.commands.plan import add_selection_arguments, plan_from_args
 from audit.errors import AuditError
-from audit.plan import SMOKE, Plan, format_plan
+from audit.plan import Plan, format_plan, judged_by, preflight
 
 if TYPE_CHECKING:
     from audit.cluster_config import SlurmParams
@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(docs/verdicts.md)",
     )
     add("--max-seeds", type=int, default=None, help="--escalate: seeds at the second look (2x)")
+    add(
+        "--skip-missing-data",
+        action="store_true",
+        help="leave out the runs whose data are missing here (default: refuse to start)",
+    )
     slurm = parser.add_argument_group("SLURM (override the `cluster:` section of --config)")
     slurm.add_argument("--config", type=Path, default=None, help="YAML with a cluster: section")
     for flag, field, kind, text in SLURM_OPTIONS:
@@ -101,6 +106,10 @@ def main(args: argparse.Namespace) -> int:
         if args.executor == "slurm":
             print(sbatch_preview(params, args.store, len(plan.runs)))
         return 0
+    for line in preflight(plan, skip_missing=args.skip_missing_data):  # before any submission
+        print(f"audit run: {line}")
+    if not plan.runs:
+        raise AuditError("no run left once those without data are left out; nothing to do")
     return _run(args, plan, params)
 
 
@@ -110,7 +119,7 @@ def _run(args: argparse.Namespace, plan: Plan, params: SlurmParams) -> int:
     store = Store(args.store)
     declaration = _declare(args, plan, store) if args.escalate else None
     store.write_plan({**plan.to_json(), "executor": args.executor})
-    report = _launch(args, store, [r.spec for r in plan.runs], params)
+    report = _launch(args, store, [r.spec for r in plan.runs], params, plan.data_dir)
     if args.detach:
         return 0
     counts = Counter(report.settled.values())
@@ -126,12 +135,15 @@ def _run(args: argparse.Namespace, plan: Plan, params: SlurmParams) -> int:
     return 1 if counts.get("failed") else 0
 
 
-def _launch(args: argparse.Namespace, store: Store, specs: list[dict], params: SlurmParams) -> Any:
+def _launch(
+    args: argparse.Namespace, store: Store, specs: list[dict], params: SlurmParams, data_dir: Path
+) -> Any:
     """Launch `specs` with the chosen executor and wait (unless --detach); the launch report."""
     from audit.launch import RunOptions, launch, make_executor
     from audit.progress import Progress
 
-    options = RunOptions(data_dir=str(args.data_dir) if args.data_dir else None, device=args.device)
+    # the jobs read the data where the preflight found them (also on another host's cwd)
+    options = RunOptions(data_dir=str(Path(data_dir).absolute()), device=args.device)
     executor = make_executor(args.executor, store, options, params=params, parallel=args.parallel)
     progress = Progress(store, len(specs))
     try:
@@ -172,13 +184,11 @@ def _escalate(
     (a repeat resumes the recorded runs). Returns their run ids and settled states."""
     from audit.compare import compare
     from audit.escalate import plan_escalation, record_escalation
-    from audit.profiles import default_data_dir
 
     if declaration.escalation is None:
-        claims, results = _plan_results(args, plan, store, [])
+        claims, results = _plan_results(args, *judged_by(plan.to_json()), store)
         table = compare(claims, results, declaration.design())
-        data_dir = args.data_dir or default_data_dir()
-        chosen = plan_escalation(claims, table, plan.profile, declaration, data_dir)
+        chosen = plan_escalation(claims, table, plan.profile, declaration, plan.data_dir)
         record_escalation(store.root, declaration, *chosen)
         print(
             f"audit run: escalation: {len(chosen[0])} undecided claim(s) get seeds "
@@ -187,23 +197,21 @@ def _escalate(
     runs = declaration.escalation["runs"]
     if not runs:
         return [], {}
-    report = _launch(args, store, [r["spec"] for r in runs], params)
+    report = _launch(args, store, [r["spec"] for r in runs], params, plan.data_dir)
     return [r["run_id"] for r in runs], dict(report.settled)
 
 
 def _plan_results(
-    args: argparse.Namespace, plan: Plan, store: Store, extra: list[str]
+    args: argparse.Namespace, covered: list[str], run_ids: set[str], store: Store
 ) -> tuple[Any, Any]:
-    """The claims this plan's runs cover and the results of exactly those runs (+ extra)."""
+    """The claims `covered` and the results of exactly the runs `run_ids`."""
     from audit.commands.check import select_claims
     from audit.results import load_results
 
-    covered = sorted({c for r in plan.runs for c in r.claim_ids if c != SMOKE})
     claims = select_claims(args).select(ids=covered)
     results = load_results(store.root)
-    planned = {r.run_id for r in plan.runs} | set(extra)
     if len(results):
-        results = results[results["run_id"].isin(planned)]
+        results = results[results["run_id"].isin(run_ids)]
     return claims, results
 
 
@@ -223,10 +231,11 @@ def _check_and_report(
     from audit.compare import compare
     from audit.escalate import read_design
 
-    if not any(c != SMOKE for r in plan.runs for c in r.claim_ids):
+    covered, planned = judged_by(plan.to_json())  # as `audit check` judges the store
+    if not covered:
         print("audit run: no claim covers these runs (smoke runs only); nothing to check")
         return
-    claims, results = _plan_results(args, plan, store, extra or [])
+    claims, results = _plan_results(args, covered, planned | set(extra or []), store)
     design = read_design(store.root)
     table = compare(claims, results, design)
     if plan.note:

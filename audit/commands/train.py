@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         type=Path,
         default=None,
-        help="dataset directory (default: $AUDIT_DATA_DIR, else ./data)",
+        help="dataset directory (default: $AUDIT_DATA_DIR, else ~/.cache/nd-audit/data)",
     )
     run.add_argument(
         "--download",
