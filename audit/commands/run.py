@@ -38,23 +38,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-report", action="store_true", help="skip the HTML/PDF report at the end")
     add("--no-pdf", action="store_true", help="write the report's HTML only")
     add("--reports", type=Path, default=Path("reports"), help="report folder (./reports)")
-    slurm = parser.add_argument_group("SLURM (override the `cluster:` section of --config)")
+    slurm = parser.add_argument_group(
+        "SLURM (override the `cluster:` section of --config; its keys are these flags' names)"
+    )
     slurm.add_argument("--config", type=Path, default=None, help="YAML with a cluster: section")
-    for flag, field, kind, text in SLURM_OPTIONS:
-        slurm.add_argument(flag, dest=field, type=kind, help=text)
+    for flag, key, kind, text in SLURM_OPTIONS:
+        repeat = {"action": "append"} if key in ("sbatch", "setup") else {}
+        slurm.add_argument(flag, dest=f"slurm_{key}", type=kind, help=text, **repeat)
 
 
-# flag, SlurmParams field, type, help: the SLURM parameters a flag can override
+# flag, config key (audit/cluster_config.py), type, help: the SLURM parameters a flag sets
 SLURM_OPTIONS = (
-    ("--partition", "partition", str, None),
+    ("--partition", "partition", str, "default: the cluster's default partition"),
     ("--account", "account", str, None),
     ("--qos", "qos", str, None),
-    ("--time", "time_min", int, "minutes per job"),
-    ("--gpus", "gpus_per_node", int, "GPUs per job"),
-    ("--cpus", "cpus_per_task", int, "CPUs per job"),
-    ("--mem", "mem_gb", int, "memory per job in GB"),
+    ("--time", "time", str, "per job: minutes or SLURM's HH:MM:SS, D-HH:MM... (default 240)"),
+    (
+        "--gpus",
+        "gpus",
+        int,
+        "GPUs per job (default: 1 where a run needs one and the partition has them)",
+    ),
+    ("--cpus", "cpus", int, "CPUs per job (default: what the runs need, at most a node's)"),
+    ("--mem", "mem", str, "memory per job, e.g. 32G or 32000M (default: what the runs need)"),
     ("--constraint", "constraint", str, None),
-    ("--array-parallelism", "array_parallelism", int, "array tasks at once"),
+    ("--array-parallelism", "array_parallelism", int, "array tasks at once (default 16)"),
+    (
+        "--sbatch",
+        "sbatch",
+        str,
+        "KEY=VALUE: an extra #SBATCH directive (repeatable), e.g. gres=gpu:a100:1",
+    ),
+    (
+        "--setup",
+        "setup",
+        str,
+        "a shell line run before the job (repeatable), e.g. 'module load cuda'",
+    ),
 )
 
 
@@ -78,14 +98,14 @@ def main(args: argparse.Namespace) -> int:
     if not args.poll >= 0:  # also NaN
         raise AuditError(f"--poll must be 0 or more seconds, got {args.poll}")
     plan = plan_from_args(args)
-    flags = {field: getattr(args, field) for _, field, _, _ in SLURM_OPTIONS}
+    flags = {key: getattr(args, f"slurm_{key}") for _, key, _, _ in SLURM_OPTIONS}
     params = slurm_params(
         load_cluster_section(args.config), flags, where=str(args.config or "flags")
     )
     print(format_plan(plan))
+    if args.executor == "slurm":
+        params = _slurm_request(params, plan, args)
     if args.dry_run:
-        if args.executor == "slurm":
-            print(sbatch_preview(params, args.store, len(plan.runs)))
         return 0
     return _run(args, plan, params)
 
@@ -99,7 +119,7 @@ def _run(args: argparse.Namespace, plan: Plan, params: SlurmParams) -> int:
     options = RunOptions(data_dir=str(args.data_dir) if args.data_dir else None, device=args.device)
     executor = make_executor(args.executor, store, options, params=params, parallel=args.parallel)
     store.write_plan({**plan.to_json(), "executor": args.executor})
-    progress = Progress(store, len(plan.runs))
+    progress = Progress(store, len(plan.runs), costs={r.run_id: r.gpu_hours for r in plan.runs})
     try:
         report = launch(
             [r.spec for r in plan.runs],
@@ -186,16 +206,19 @@ def _render(args, plan, claims, table, results, store):
     )
 
 
-def sbatch_preview(params: SlurmParams, store_dir: Path, n_runs: int) -> str:
-    """The sbatch header the array would be submitted with (nothing is submitted)."""
-    from submitit.slurm.slurm import _make_sbatch_string
+def _slurm_request(params: SlurmParams, plan: Plan, args: argparse.Namespace) -> SlurmParams:
+    """Preflight against the cluster (refuses what no node can grant) and the chosen values
+    with their reasons; under --dry-run also the whole job script, nothing submitted."""
+    from audit.cluster_config import require_training_time
+    from audit.launch.slurm import script_text
+    from audit.slurm_preflight import preflight
 
-    folder = Path(store_dir).resolve() / "slurm" / "%j"
-    text = _make_sbatch_string(
-        command="python -u -m submitit.core._submit <folder>",
-        folder=folder,
-        map_count=n_runs,
-        **params.submitit_parameters(),
-    )
-    header = [line for line in text.splitlines() if line.startswith("#SBATCH")]
-    return "sbatch parameters (dry run, nothing submitted):\n" + "\n".join(header)
+    choice = preflight(params, [r.spec for r in plan.runs])
+    require_training_time(choice.params)
+    print("SLURM request:")
+    for reason in choice.reasons:
+        print(f"  {reason}")
+    if args.dry_run:
+        print("job script (dry run, nothing submitted):")
+        print(script_text(choice.params, args.store, max(1, len(plan.runs))).rstrip())
+    return choice.params
