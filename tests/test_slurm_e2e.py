@@ -38,7 +38,7 @@ from tests import slurm_cluster
 pytestmark = pytest.mark.slurm
 
 CLAIMS = PROJECT_ROOT / "claims.yaml"
-CPU_JOB = {"gpus_per_node": 0, "cpus_per_task": 1, "time_min": 10, "signal_delay_s": 30}
+CPU_JOB = {"gpus": 0, "cpus": 1, "time": 10, "signal_delay_s": 30}
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +258,7 @@ def test_usr2_preemption_requeues_and_resumes_at_the_saved_epoch(cluster, data_d
 # where now + delay + 30 s >= the end time (sbatch(1): "may be sent up to 60 seconds earlier
 # than specified"), so every attempt gets it 20-50 s after its start. A 30 s delay would put it
 # anywhere in the first 30 s, possibly before the first checkpoint.
-TIME_LIMIT_JOB = {**CPU_JOB, "time_min": 1, "signal_delay_s": 10}
+TIME_LIMIT_JOB = {**CPU_JOB, "time": 1, "signal_delay_s": 10}
 TIME_LIMIT_S = 60
 # About 1.4 s per epoch of 20000 images on one thread of the 2-core test machine: some 65 s of
 # training, more than the latest warning (50 s into the first attempt) leaves. On a CPU so fast
