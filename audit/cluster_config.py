@@ -16,6 +16,7 @@ for names, one error naming the flag or the config key.
       cpus: 8                # per job; default: what the runs need, at most a node's CPUs
       mem: 32G               # K/M/G/T; default: what the runs need, at most a node's memory
       constraint: a100
+      cpu_partition: cpu     # CPU-only runs (MLP, kernels) go here, without a GPU
       array_parallelism: 8   # at most this many array tasks at once
       sbatch:                # extra #SBATCH directives: KEY=VALUE (or KEY for a bare flag)
         - gres=gpu:a100:1
@@ -121,7 +122,10 @@ class SlurmParams:
     max_num_timeout: int = 20
     sbatch: tuple[tuple[str, str | bool], ...] = ()
     setup: tuple[str, ...] = ()
+    cpu_partition: str | None = None
     origins: dict[str, str] = field(default_factory=dict, compare=False)
+    # the resolved request of the CPU-only runs where --cpu-partition sends them elsewhere
+    cpu_only: SlurmParams | None = field(default=None, compare=False)
 
     def origin(self, name: str) -> str:
         """`--cpus` or `cluster.cpus in FILE`: where a value came from (flag name if unset)."""
@@ -167,6 +171,7 @@ KEYS = {
     "account": ("--account", "account"),
     "qos": ("--qos", "qos"),
     "constraint": ("--constraint", "constraint"),
+    "cpu_partition": ("--cpu-partition", "cpu_partition"),
     "time": ("--time", "time_min"),
     "gpus": ("--gpus", "gpus"),
     "cpus": ("--cpus", "cpus"),
@@ -178,7 +183,7 @@ KEYS = {
     "max_num_timeout": ("max_num_timeout", "max_num_timeout"),
 }
 FLAG_OF = {fieldname: flag for flag, fieldname in KEYS.values()}
-NAME_KEYS = ("partition", "account", "qos")
+NAME_KEYS = ("partition", "account", "qos", "cpu_partition")
 COUNT_KEYS = ("gpus", "cpus", "array_parallelism", "signal_delay_s", "max_num_timeout")
 
 
@@ -254,8 +259,8 @@ def _parse(key: str, value: Any, origin: str) -> Any:
     pattern = CONSTRAINT_RE if key == "constraint" else NAME_RE
     if not pattern.fullmatch(text):
         raise AuditError(
-            f"{origin}: {text!r} is not a valid SLURM {key} name (allowed: letters, digits "
-            f"and {_specials(pattern)})"
+            f"{origin}: {text!r} is not a valid SLURM {key.replace('cpu_', '')} name "
+            f"(allowed: letters, digits and {_specials(pattern)})"
         )
     return text
 

@@ -102,6 +102,42 @@ def run_needs(specs: list[dict[str, Any]]) -> Needs:
     return Needs(gpu, max(w[1] for w in wants), max(w[2] for w in wants), what)
 
 
+def needs_gpu(spec: dict[str, Any]) -> bool:
+    return run_needs([spec]).gpu
+
+
+def preflight_request(
+    params: SlurmParams, specs: list[dict[str, Any]]
+) -> tuple[SlurmParams, list[tuple[str, Choice, int]]]:
+    """The request to submit with, and (title, choice, runs) per group: all runs on the
+    partition, or with --cpu-partition the CPU-only runs (MLP, kernels) there, without a GPU
+    (`cpu_only` of the returned parameters)."""
+    cpu_specs = [s for s in specs if not needs_gpu(s)] if params.cpu_partition else []
+    main_specs = [s for s in specs if not params.cpu_partition or needs_gpu(s)]
+    sections = []
+    cpu_choice = None
+    if cpu_specs:
+        origins = {**params.origins, "partition": params.origin("cpu_partition")}
+        cpu_request = params.with_values(
+            partition=params.cpu_partition,
+            gpus=None,
+            sbatch=tuple((k, v) for k, v in params.sbatch if k != "gres"),
+            origins=origins,
+        )
+        cpu_choice = preflight(cpu_request, cpu_specs)
+        sections.append(
+            (f"CPU-only runs on --cpu-partition ({len(cpu_specs)})", cpu_choice, len(cpu_specs))
+        )
+    if not main_specs:
+        assert cpu_choice is not None
+        return cpu_choice.params, sections
+    choice = preflight(params, main_specs)
+    title = "GPU runs" if cpu_specs else "runs"
+    sections.insert(0, (f"{title} ({len(main_specs)})", choice, len(main_specs)))
+    cpu_only = cpu_choice.params if cpu_choice else None
+    return choice.params.with_values(cpu_only=cpu_only), sections
+
+
 def preflight(params: SlurmParams, specs: list[dict[str, Any]]) -> Choice:
     """Check `params` against the partition and fill what is unset; AuditError when no
     usable node of the partition can grant the request."""

@@ -30,6 +30,7 @@ SCRIPTS = {
     "sbatch": """
 if [ -f "$F/sbatch-error.txt" ]; then cat "$F/sbatch-error.txt" >&2; exit 1; fi
 cp "$1" "$F/submitted.sh"
+cat "$1" >> "$F/submitted-all.sh"
 if [ -f "$F/sbatch-out.txt" ]; then cat "$F/sbatch-out.txt"; exit 0; fi
 echo "Submitted batch job 4242"
 """,

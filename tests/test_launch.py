@@ -348,11 +348,11 @@ def test_dry_run_prints_choices_and_the_whole_script(tmp_path, fake_slurm):
     )
     assert out.returncode == 0, out.stderr
     assert "NOT a reproduction" in out.stdout
-    request = out.stdout.split("SLURM request:\n")[1].split("job script")[0]
+    request = out.stdout.split("SLURM request, runs (3):\n")[1].split("job script")[0]
     assert "partition cpu: 1 usable node(s) of 2, up to 4 CPUs" in request  # c2 is drained
     assert "gpus 0: CPU-only runs (mlp) need no GPU" in request
     assert "cpus 2: what the runs need" in request and "mem 4G: what the runs need" in request
-    script = out.stdout.split("job script (dry run, nothing submitted):\n")[1]
+    script = out.stdout.split("job script, runs (3) (dry run, nothing submitted):\n")[1]
     assert script.startswith("#!/bin/bash\n")
     for line in ("#SBATCH --time=30", "#SBATCH --array=0-2%3", "#SBATCH --exclude=c2"):
         assert line in script
@@ -375,6 +375,30 @@ def test_preflight_choices_on_a_gpu_partition(tmp_path, fake_slurm):
     assert "at most 0 v100 GPUs per node (GPU types: a100)" in out.stderr
     out = _audit_slurm(tmp_path, "--dry-run", "--partition", "maint")
     assert out.returncode == 2 and "partition maint is DOWN" in out.stderr
+
+
+def test_cpu_only_runs_go_to_the_cpu_partition_without_a_gpu(store, fake_slurm):
+    from audit.slurm_preflight import preflight_request
+
+    cifar = effective_spec(
+        {"kind": "classify", "dataset": "cifar10", "arch": "vgg16", "norm": "bn", "epochs": 1}
+    )
+    specs = [mlp_spec(norm="none"), cifar, mlp_spec(norm="nd")]
+    params = slurm_params({"partition": "gpu", "sbatch": ["gres=gpu:a100:1"]}, {})
+    request, sections = preflight_request(params.with_values(cpu_partition="cpu"), specs)
+    assert [title for title, _, _ in sections] == [
+        "GPU runs (1)",
+        "CPU-only runs on --cpu-partition (2)",
+    ]
+    assert (request.partition, request.cpu_only.partition) == ("gpu", "cpu")
+    assert dict(request.cpu_only.sbatch) == {}  # the GPU request stays with the GPU runs
+    assert (request.cpu_only.cpus, request.cpu_only.mem) == (2, "4G")
+    assert (request.cpus, request.mem) == (8, "16G")  # a CIFAR run's loader and memory
+    ids = make_executor("slurm", store, RunOptions(), params=request).submit(specs)
+    assert ids == ["4242_0", "4242", "4242_1"]  # a CPU array of two, one GPU job; in order
+    scripts = (fake_slurm / "submitted-all.sh").read_text().split("#!/bin/bash")[1:]
+    assert "--partition=gpu" in scripts[0] and "--gres=gpu:a100:1" in scripts[0]
+    assert "--partition=cpu" in scripts[1] and "gpu" not in scripts[1].replace("nd-audit", "")
 
 
 def test_the_preflight_is_skipped_with_a_note_where_the_scheduler_does_not_answer(

@@ -62,6 +62,7 @@ SLURM_OPTIONS = (
     ("--cpus", "cpus", int, "CPUs per job (default: what the runs need, at most a node's)"),
     ("--mem", "mem", str, "memory per job, e.g. 32G or 32000M (default: what the runs need)"),
     ("--constraint", "constraint", str, None),
+    ("--cpu-partition", "cpu_partition", str, "CPU-only runs (MLP, kernels) go to this partition"),
     ("--array-parallelism", "array_parallelism", int, "array tasks at once (default 16)"),
     (
         "--sbatch",
@@ -208,17 +209,19 @@ def _render(args, plan, claims, table, results, store):
 
 def _slurm_request(params: SlurmParams, plan: Plan, args: argparse.Namespace) -> SlurmParams:
     """Preflight against the cluster (refuses what no node can grant) and the chosen values
-    with their reasons; under --dry-run also the whole job script, nothing submitted."""
+    with their reasons; under --dry-run also the whole job script(s), nothing submitted."""
     from audit.cluster_config import require_training_time
     from audit.launch.slurm import script_text
-    from audit.slurm_preflight import preflight
+    from audit.slurm_preflight import preflight_request
 
-    choice = preflight(params, [r.spec for r in plan.runs])
-    require_training_time(choice.params)
-    print("SLURM request:")
-    for reason in choice.reasons:
-        print(f"  {reason}")
+    request, sections = preflight_request(params, [r.spec for r in plan.runs])
+    for title, choice, _ in sections:
+        require_training_time(choice.params)
+        print(f"SLURM request, {title}:")
+        for reason in choice.reasons:
+            print(f"  {reason}")
     if args.dry_run:
-        print("job script (dry run, nothing submitted):")
-        print(script_text(choice.params, args.store, max(1, len(plan.runs))).rstrip())
-    return choice.params
+        for title, choice, n_runs in sections:
+            print(f"job script, {title} (dry run, nothing submitted):")
+            print(script_text(choice.params, args.store, n_runs).rstrip())
+    return request

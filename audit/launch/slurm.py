@@ -69,20 +69,38 @@ class SlurmExecutor:
         require_slurm_commands()
         self.store, self.options, self.params = store, options, params
         self.folder = store.slurm_dir.absolute() / "%j"
+        self.executor = self._submitit(params)
+        # with --cpu-partition, CPU-only runs go out as an array of their own
+        self.cpu_executor = self._submitit(params.cpu_only) if params.cpu_only else None
+
+    def _submitit(self, params: SlurmParams) -> submitit.SlurmExecutor:
         with contextlib.redirect_stderr(io.StringIO()):
-            self.executor = submitit.SlurmExecutor(
+            executor = submitit.SlurmExecutor(
                 folder=self.folder, max_num_timeout=params.max_num_timeout
             )
-        self.executor.update_parameters(**params.submitit_parameters())
+        executor.update_parameters(**params.submitit_parameters())
+        return executor
 
     def submit(self, specs: list[dict[str, Any]]) -> list[str]:
+        if self.cpu_executor is None:
+            return self._submit(self.executor, specs)
+        from audit.slurm_preflight import needs_gpu
+
+        gpu = [i for i, spec in enumerate(specs) if needs_gpu(spec)]
+        cpu = [i for i in range(len(specs)) if i not in gpu]
+        ids = dict(zip(gpu, self._submit(self.executor, [specs[i] for i in gpu]), strict=True))
+        cpu_ids = self._submit(self.cpu_executor, [specs[i] for i in cpu])
+        ids.update(zip(cpu, cpu_ids, strict=True))
+        return [ids[i] for i in range(len(specs))]
+
+    def _submit(self, executor: submitit.SlurmExecutor, specs: list[dict[str, Any]]) -> list[str]:
         if not specs:
             return []
         n = len(specs)
         captured = io.StringIO()  # submitit prints sbatch's stderr; it goes into our message
         try:
             with contextlib.redirect_stderr(captured):
-                jobs = self.executor.map_array(
+                jobs = executor.map_array(
                     JobFunction(), specs, [str(self.store.root)] * n, [self.options] * n
                 )
         except submitit.core.utils.FailedSubmissionError as exc:
