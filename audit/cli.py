@@ -23,6 +23,8 @@ SUMMARY = {
     "train": "train one classification run (BN / ND / MLP) into a run directory",
     "kernels": "compute first-layer deconvolution kernels and their centre-surround score",
     "diff": "compare two verdict records or stores; exit 1 when a gated claim regressed",
+    "cancel": "cancel this store's queued and running SLURM jobs (and only them)",
+    "logs": "show the tail of a run's log and of its scheduler stdout/stderr",
 }
 COMMANDS = tuple(SUMMARY)  # the verbs, in help order; each is a module under audit.commands
 

@@ -320,8 +320,9 @@ def _merge_skipped(skipped: list[SkippedExperiment]) -> list[SkippedExperiment]:
     return list(merged.values())
 
 
-def format_plan(plan: Plan) -> str:
-    """The matrix as text: a label line, one line per run, skipped experiments, totals."""
+def format_plan(plan: Plan, measured: dict[str, float] | None = None) -> str:
+    """The matrix as text: a label line, one line per run, skipped experiments, totals.
+    `measured` (run id -> GPU-hours SLURM accounted, after runs) is set beside the estimate."""
     lines = [f"profile {plan.profile.name}: {plan.profile.description}"]
     if plan.note:
         lines.append(f"NOTE: {plan.note}")
@@ -339,6 +340,12 @@ def format_plan(plan: Plan) -> str:
         f"about {plan.gpu_hours:.2f} GPU-hours ({'/'.join(sources)} throughputs); "
         f"{len(plan.skipped)} experiment(s) skipped"
     )
+    if measured:
+        estimate = sum(r.gpu_hours for r in plan.runs if r.run_id in measured)
+        lines.append(
+            f"measured: {sum(measured.values()):.2f} GPU-hours by SLURM accounting for "
+            f"{len(measured)} run(s) of this plan (estimated for them: {estimate:.2f})"
+        )
     return "\n".join(lines)
 
 

@@ -1,14 +1,18 @@
-"""The progress display while `audit run` waits: runs done / total, epochs, ETA.
+"""The progress display while `audit run` waits: runs done / failed / total, epochs,
+queued jobs and why they wait, ETA.
 
-On a terminal it is a tqdm bar over epochs (so the ETA follows training, not run counts),
-with the runs done and the epochs of the runs in progress in its label. Elsewhere (CI
-logs, pipes) it prints one line whenever something changed, never a stream of redraws.
+On a terminal it is a tqdm bar over epochs, with the runs done and the epochs of the runs in
+progress in its label. Elsewhere (CI logs, pipes) it prints one line whenever something
+changed, never a stream of redraws. The ETA weighs each run by its estimated cost (a
+100-epoch ND run counts for more than a 1-epoch MLP), and failed or diverged runs are
+counted as such, never as "done".
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from typing import Any, TextIO
 
 from audit.store import FINISHED, Store
@@ -22,46 +26,65 @@ class Progress:
         *,
         stream: TextIO | None = None,
         bar: bool | None = None,
+        costs: dict[str, float] | None = None,
     ) -> None:
         self.store = store
         self.total_runs = total_runs
+        self.costs = costs or {}  # run id -> estimated GPU-hours (the plan's)
         self.stream = stream or sys.stderr
         self.use_bar = self.stream.isatty() if bar is None else bar
         self._bar: Any = None
         self._last_line = ""
-        self._start: tuple[float, int] | None = None  # (time, epochs done) at the first poll
+        self._start: tuple[float, float] | None = None  # (time, cost done) at the first poll
 
     def update(self, tracked: list[Any], states: dict[str, str]) -> None:
         """Called by launch() after every poll with its runs and the scheduler's states."""
-        done = epochs_done = epochs_total = 0
-        current = []
+        counts: Counter[str] = Counter()
+        epochs_done = epochs_total = 0
+        cost_done = cost_total = 0.0
+        current, waiting = [], Counter()
         for item in tracked:
             state = self.store.state(item.run_id, states)
-            epochs_total += max(state.epochs_planned, 1)
+            planned = max(state.epochs_planned, 1)
+            cost = self.costs.get(item.run_id, 0.0) or planned * 1e-6
+            epochs_total += planned
+            cost_total += cost
             if state.status in (*FINISHED, "failed"):
-                done += 1
-                epochs_done += max(state.epochs_planned, 1)
+                counts[state.status] += 1
+                epochs_done += planned
+                cost_done += cost
                 continue
-            epochs_done += min(state.epochs_done, state.epochs_planned)
+            done = min(state.epochs_done, state.epochs_planned)
+            epochs_done += done
+            cost_done += cost * done / planned
             if state.status == "running":
                 epochs = (
                     f"{state.epochs_done}/{state.epochs_planned}" if state.epochs_planned else ""
                 )
                 current.append(f"{_short(item.run_id)} {epochs}".strip())
-        label = f"runs {done}/{self.total_runs} done"
+            elif getattr(item, "pending_reason", None):
+                waiting[item.pending_reason] += 1
+        label = f"runs {counts['done']}/{self.total_runs} done" + "".join(
+            f", {counts[s]} {s}" for s in ("failed", "diverged") if counts[s]
+        )
         detail = ", ".join(current[:3]) + (" ..." if len(current) > 3 else "")
+        if waiting:
+            queued = ", ".join(f"{n} {reason}" for reason, n in waiting.most_common(3))
+            detail = "; ".join(filter(None, [detail, f"pending: {queued}"]))
         if self.use_bar:
-            self._draw(label, detail, epochs_done, epochs_total)
+            eta = self._eta(cost_done, cost_total).lstrip("; ")
+            self._draw(label, "; ".join(filter(None, [detail, eta])), epochs_done, epochs_total)
         else:
             line = f"{label}; epochs {epochs_done}/{epochs_total}" + (
                 f"; {detail}" if detail else ""
             )
             if line != self._last_line:
-                print(line + self._eta(epochs_done, epochs_total), file=self.stream, flush=True)
+                print(line + self._eta(cost_done, cost_total), file=self.stream, flush=True)
                 self._last_line = line
 
-    def _eta(self, done: int, total: int) -> str:
-        """Remaining time at the epoch rate of this session (runs finished earlier excluded)."""
+    def _eta(self, done: float, total: float) -> str:
+        """Remaining time at this session's rate of estimated cost done (runs finished
+        before this session excluded)."""
         now = time.monotonic()
         if self._start is None:
             self._start = (now, done)
@@ -75,7 +98,14 @@ class Progress:
         from tqdm import tqdm
 
         if self._bar is None:
-            self._bar = tqdm(total=total, unit="epoch", file=self.stream, dynamic_ncols=True)
+            # tqdm's own remaining time counts epochs; the postfix carries the cost-weighted ETA
+            self._bar = tqdm(
+                total=total,
+                unit="epoch",
+                file=self.stream,
+                dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}{postfix}]",
+            )
         self._bar.total = total
         self._bar.set_description(label, refresh=False)
         self._bar.set_postfix_str(detail, refresh=False)

@@ -5,22 +5,22 @@ SLURM's sbatch and sacct are faked by scripts on PATH, and the generated sbatch 
 compared with tests/golden/sbatch_array.txt.
 """
 
-import json
 import os
 import re
-import stat
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from audit.cluster_config import load_cluster_section, slurm_params
+from audit.cluster_config import slurm_params
 from audit.errors import AuditError
 from audit.launch import RunOptions, launch, make_executor, run_job, sacct_states
 from audit.store import Store
 from runners.rundir import read_jsonl
 from runners.specs import effective_spec, run_id
+from tests import fakeslurm
 from tests.fakedata import write_fashion_mnist
 
 GOLDEN = Path(__file__).parent / "golden" / "sbatch_array.txt"
@@ -146,50 +146,80 @@ def test_local_executor_trains_in_a_child_process(store, data_dir):
 # ----------------------------------------------------------------------------- SLURM, faked
 
 
-def _fake_bin(folder: Path, name: str, script: str) -> None:
-    path = folder / name
-    path.write_text("#!/bin/sh\n" + script)
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-
-
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
-    """sbatch keeps a copy of what it was given and answers with job 4242; sacct reports the
-    array as sacct does (a pending range, one running task)."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    _fake_bin(
-        bindir, "sbatch", f'cp "$1" {tmp_path}/submitted.sh\necho "Submitted batch job 4242"\n'
-    )
-    _fake_bin(
-        bindir,
-        "sacct",
-        "echo 'JobID|State|NodeList'\n"
-        "echo '4242_0|RUNNING|vm'\necho '4242_0.batch|RUNNING|vm'\n"
-        "echo '4242_[1-2%2]|PENDING|None assigned'\n",
-    )
-    # submitit's SlurmExecutor needs srun on PATH (the job script calls it), even on a machine
-    # without SLURM; the fake sbatch runs no job script, so this srun is never called
-    _fake_bin(bindir, "srun", 'echo "fake srun: no job runs in this test" >&2\nexit 1\n')
+    """SLURM's commands faked on PATH (tests/fakeslurm.py): sbatch keeps a copy of what it
+    was given and answers with job 4242; sacct reports the array as sacct does (a pending
+    range, one running task); srun exists, as submitit requires."""
+    folder = tmp_path / "fake-slurm"
+    bindir = fakeslurm.install(folder)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    return tmp_path
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    return folder
 
 
-def test_slurm_array_sbatch_text_matches_golden(store, fake_slurm, monkeypatch):
-    params = slurm_params(
-        {"partition": "gpu", "time_min": 90, "cpus_per_task": 4, "array_parallelism": 2},
-        {"account": "lab", "mem_gb": 16},
+def golden_params():
+    return slurm_params(
+        {
+            "partition": "gpu",
+            "time": "1:30:00",
+            "cpus": 4,
+            "gpus": 1,
+            "array_parallelism": 2,
+            "sbatch": ["exclude=node[01-02]"],
+            "setup": ["module load cuda/12.1"],
+        },
+        {
+            "account": "lab",
+            "mem": "16G",
+            "sbatch": ["mail-type=END"],
+            "setup": ["source ~/venvs/nd/bin/activate"],
+        },
     )
-    executor = make_executor("slurm", store, RunOptions(device="cuda"), params=params)
+
+
+def script_body(text: str) -> list[str]:
+    """The lines from the first command on, after checking that only the shebang, #SBATCH
+    lines, comments and blank lines precede it and no #SBATCH line follows (sbatch reads
+    directives only up to the first command: a later one would be silently ignored)."""
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.strip() and not line.startswith("#"))
+    assert all(not line.strip() or line.startswith("#") for line in lines[:first]), lines
+    assert not any(line.lstrip().startswith("#SBATCH") for line in lines[first:]), lines
+    return lines[first:]
+
+
+def test_slurm_array_sbatch_text_matches_golden(store, fake_slurm):
+    executor = make_executor("slurm", store, RunOptions(device="cuda"), params=golden_params())
     specs = [mlp_spec(norm=n) for n in ("none", "bn", "nd")]
     job_ids = executor.submit(specs)
     assert job_ids == ["4242_0", "4242_1", "4242_2"]
     text = (fake_slurm / "submitted.sh").read_text()
-    text = text.replace(str(store.root), "<STORE>").replace(sys.executable, "<PYTHON>")
+    text = text.replace(str(store.root.absolute()), "<STORE>").replace(sys.executable, "<PYTHON>")
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text()
+    body = script_body(text)
+    # the setup lines, the file's then the flags', run first; then the training via srun
+    assert body[:2] == ["module load cuda/12.1", "source ~/venvs/nd/bin/activate"]
+    assert body[-1].startswith("srun ")
+    # values are shell-quoted as submitit does; sbatch strips the quotes of a directive
+    assert "#SBATCH --exclude='node[01-02]'" in text and "#SBATCH --mail-type=END" in text
+    assert "#SBATCH --time=90" in text and "#SBATCH --mem=16G" in text
     assert executor.poll(job_ids) == {"4242_0": "RUNNING", "4242_1": "PENDING", "4242_2": "PENDING"}
+
+
+def test_dry_run_prints_the_whole_script_that_is_then_submitted(store, fake_slurm):
+    from audit.launch.slurm import script_text
+
+    params = golden_params()
+    shown = script_text(params, store.root, 3)
+    make_executor("slurm", store, RunOptions(), params=params).submit(
+        [mlp_spec(norm=n) for n in ("none", "bn", "nd")]
+    )
+    assert shown == (fake_slurm / "submitted.sh").read_text()
+    single = script_text(params, store.root, 1)  # one run goes out as a plain job
+    assert "--array" not in single and "%j/%j_0_log.out" in single
 
 
 def test_launch_records_slurm_job_ids_for_reattaching(store, fake_slurm):
@@ -207,32 +237,185 @@ def test_launch_records_slurm_job_ids_for_reattaching(store, fake_slurm):
     assert not (fake_slurm / "submitted.sh").exists()
 
 
-def test_slurm_without_sbatch_and_unknown_executor(store, monkeypatch, tmp_path):
+def test_slurm_without_sbatch_or_srun_and_unknown_executor(store, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(AuditError, match="needs SLURM's sbatch on PATH"):
+        make_executor("slurm", store, RunOptions())
+    bindir = fakeslurm.install(tmp_path / "no-srun", commands=("sbatch",))
+    monkeypatch.setenv("PATH", str(bindir))
+    with pytest.raises(AuditError, match="found sbatch but not srun on PATH"):
         make_executor("slurm", store, RunOptions())
     with pytest.raises(AuditError, match="unknown executor 'pbs'; choose one of local, slurm"):
         make_executor("pbs", store, RunOptions())
 
 
-def test_cluster_config_is_validated(tmp_path):
+def test_sbatch_refusals_are_one_line_with_sbatchs_reason(store, fake_slurm):
+    executor = make_executor("slurm", store, RunOptions(), params=slurm_params({}, {}))
+    (fake_slurm / "sbatch-error.txt").write_text(
+        "sbatch: error: invalid partition specified: nope\n"
+        "sbatch: error: Batch job submission failed: Invalid partition name specified\n"
+    )
+    with pytest.raises(AuditError) as refused:
+        executor.submit([mlp_spec()])
+    assert str(refused.value) == (
+        "sbatch refused the job: Batch job submission failed: Invalid partition name specified"
+    )
+    (fake_slurm / "sbatch-error.txt").unlink()
+    (fake_slurm / "sbatch-out.txt").write_text("queued somewhere, no number\n")
+    with pytest.raises(AuditError, match="sbatch printed no job id: Could not make sense"):
+        executor.submit([mlp_spec()])
+
+
+def _audit_slurm(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    claims = str(Path(__file__).resolve().parent.parent / "claims.yaml")
+    base = ["run", "--claims", claims, "--profile", "ci", "--executor", "slurm"]
+    return _audit(*base, "--store", str(tmp_path / "s"), *args, cwd=tmp_path)
+
+
+def test_cli_sbatch_refusal_and_srun_missing_exit_2_without_traceback(
+    tmp_path, fake_slurm, monkeypatch
+):
+    (fake_slurm / "sbatch-error.txt").write_text(
+        "sbatch: error: Batch job submission failed: Invalid account or account/partition "
+        "combination specified\n"
+    )
+    out = _audit_slurm(tmp_path, "--account", "nobody", "--no-report")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "audit run: error: sbatch refused the job: Batch job submission failed: Invalid "
+        "account or account/partition combination specified"
+    ]
+    (fake_slurm / "bin" / "srun").unlink()
+    tools = tmp_path / "tools"  # what the fakes use, without the machine's own SLURM
+    tools.mkdir()
+    for tool in ("cat", "cp"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    monkeypatch.setenv("PATH", f"{fake_slurm / 'bin'}{os.pathsep}{tools}")
+    out = _audit_slurm(tmp_path, "--no-report")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "found sbatch but not srun on PATH" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--partition", "cpu\nhostname"], "--partition: control character '\\n'"),
+        (["--account", "lab\r#SBATCH --wrap=id"], "--account: control character '\\r'"),
+        (["--constraint", "a100\nrm -rf ~"], "--constraint: control character '\\n'"),
+        (["--qos", "normal;id"], "--qos: 'normal;id' is not a valid SLURM qos name"),
+        (["--partition", "gpu partition"], "--partition: 'gpu partition' is not a valid"),
+        (["--sbatch", "comment=$(id)"], "--sbatch: comment='$(id)' holds characters"),
+        (["--sbatch", "exclude=n1\n#SBATCH --x"], "--sbatch: control character '\\n'"),
+        (["--sbatch", "partition=gpu"], "--sbatch: partition has a flag of its own"),
+        (["--sbatch", "array=0-9"], "--sbatch: #SBATCH --array is written by the harness"),
+        (["--sbatch", "Bad Key=1"], "--sbatch: 'Bad Key' is not an sbatch option name"),
+        (["--setup", "module load x\nid"], "--setup: control character '\\n'"),
+        (["--setup", "#SBATCH --exclusive"], "--setup: '#SBATCH --exclusive': directives go"),
+        (["--time", "12h"], "--time: '12h' is not a time; use minutes, MM:SS, HH:MM:SS"),
+        (["--mem", "32"], "--mem: '32' is not a SLURM size; give a unit"),
+        (["--cpus", "8"], "--cpus 8: the usable nodes of partition cpu offer at most 4 CPUs"),
+        (["--gpus", "1"], "--gpus 1: partition cpu has no GPUs"),
+    ],
+)
+def test_every_value_reaching_the_script_is_checked(tmp_path, fake_slurm, args, names):
+    out = _audit_slurm(tmp_path, "--dry-run", *args)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert f"audit run: error: {names}" in out.stderr, out.stderr
+    assert "job script" not in out.stdout  # nothing shown as if it would be submitted
+    assert not (fake_slurm / "submitted.sh").exists() and not (tmp_path / "s").exists()
+
+
+def test_config_values_are_checked_and_named_by_key(tmp_path, fake_slurm):
     config = tmp_path / "audit.yaml"
-    config.write_text("cluster:\n  partition: gpu\n  gpus: 2\n")
-    with pytest.raises(AuditError, match=r"unknown cluster key.*gpus.*valid keys: partition"):
-        slurm_params(load_cluster_section(config), {}, where=str(config))
-    config.write_text("cluster:\n  partition: gpu\n  time_min: 60\n")
-    params = slurm_params(load_cluster_section(config), {"time_min": 30, "qos": None})
-    assert (params.partition, params.time_min, params.qos) == ("gpu", 30, None)
-    config.write_text("cluster:\n  partition: [gpu, a100]\n")
-    with pytest.raises(AuditError, match=r"cluster\.partition must be a string, got \['gpu'"):
-        slurm_params(load_cluster_section(config), {}, where=str(config))
-    with pytest.raises(AuditError, match=r"cluster\.time_min must be a non-negative integer"):
-        slurm_params({"time_min": "4h"}, {})
-    # the default 120 s warning (which SLURM may send up to 30 s earlier) would leave a
-    # 2-minute job nothing: every attempt would be requeued before its first epoch
-    with pytest.raises(AuditError, match=r"signal_delay_s \(120 s\) leaves no training time"):
-        slurm_params({}, {"time_min": 2})
-    assert slurm_params({"signal_delay_s": 10}, {"time_min": 1}).time_min == 1
+    config.write_text('cluster:\n  constraint: "a100\\necho owned"\n')
+    out = _audit_slurm(tmp_path, "--dry-run", "--config", str(config))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert f"cluster.constraint in {config}: control character" in out.stderr
+    config.write_text("cluster:\n  time_min: 60\n")
+    out = _audit_slurm(tmp_path, "--dry-run", "--config", str(config))
+    assert out.returncode == 2
+    assert "cluster.time_min is now called time (minutes, or SLURM's forms" in out.stderr
+
+
+def test_dry_run_prints_choices_and_the_whole_script(tmp_path, fake_slurm):
+    out = _audit_slurm(
+        tmp_path,
+        "--dry-run",
+        "--time",
+        "0-00:30",
+        "--sbatch",
+        "exclude=c2",
+        "--setup",
+        "module load python",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "NOT a reproduction" in out.stdout
+    request = out.stdout.split("SLURM request, runs (3):\n")[1].split("job script")[0]
+    assert "partition cpu: 1 usable node(s) of 2, up to 4 CPUs" in request  # c2 is drained
+    assert "gpus 0: CPU-only runs (mlp) need no GPU" in request
+    assert "cpus 2: what the runs need" in request and "mem 4G: what the runs need" in request
+    script = out.stdout.split("job script, runs (3) (dry run, nothing submitted):\n")[1]
+    assert script.startswith("#!/bin/bash\n")
+    for line in ("#SBATCH --time=30", "#SBATCH --array=0-2%3", "#SBATCH --exclude=c2"):
+        assert line in script
+    assert "gpus" not in script and "gres" not in script
+    assert script_body(script)[0] == "module load python"
+    assert not (fake_slurm / "submitted.sh").exists() and not (tmp_path / "s").exists()
+
+
+def test_preflight_choices_on_a_gpu_partition(tmp_path, fake_slurm):
+    out = _audit_slurm(tmp_path, "--dry-run", "--partition", "gpu")
+    assert out.returncode == 0, out.stderr
+    assert "partition gpu: 1 usable node(s) of 2" in out.stdout  # g2 is down*
+    assert "time 120 min: the partition's MaxTime" in out.stdout
+    assert "gpus 0: CPU-only runs (mlp) need no GPU" in out.stdout  # none asked for
+    out = _audit_slurm(tmp_path, "--dry-run", "--partition", "gpu", "--time", "3:00:00")
+    assert out.returncode == 2
+    assert "--time 180 min: partition gpu allows at most 120 min (MaxTime)" in out.stderr
+    out = _audit_slurm(tmp_path, "--dry-run", "--partition", "gpu", "--sbatch", "gres=gpu:v100:1")
+    assert out.returncode == 2  # the only v100 node is down
+    assert "at most 0 v100 GPUs per node (GPU types: a100)" in out.stderr
+    out = _audit_slurm(tmp_path, "--dry-run", "--partition", "maint")
+    assert out.returncode == 2 and "partition maint is DOWN" in out.stderr
+
+
+def test_cpu_only_runs_go_to_the_cpu_partition_without_a_gpu(store, fake_slurm):
+    from audit.slurm_preflight import preflight_request
+
+    cifar = effective_spec(
+        {"kind": "classify", "dataset": "cifar10", "arch": "vgg16", "norm": "bn", "epochs": 1}
+    )
+    specs = [mlp_spec(norm="none"), cifar, mlp_spec(norm="nd")]
+    params = slurm_params({"partition": "gpu", "sbatch": ["gres=gpu:a100:1"]}, {})
+    request, sections = preflight_request(params.with_values(cpu_partition="cpu"), specs)
+    assert [title for title, _, _ in sections] == [
+        "GPU runs (1)",
+        "CPU-only runs on --cpu-partition (2)",
+    ]
+    assert (request.partition, request.cpu_only.partition) == ("gpu", "cpu")
+    assert dict(request.cpu_only.sbatch) == {}  # the GPU request stays with the GPU runs
+    assert (request.cpu_only.cpus, request.cpu_only.mem) == (2, "4G")
+    assert (request.cpus, request.mem) == (8, "16G")  # a CIFAR run's loader and memory
+    ids = make_executor("slurm", store, RunOptions(), params=request).submit(specs)
+    assert ids == ["4242_0", "4242", "4242_1"]  # a CPU array of two, one GPU job; in order
+    scripts = (fake_slurm / "submitted-all.sh").read_text().split("#!/bin/bash")[1:]
+    assert "--partition=gpu" in scripts[0] and "--gres=gpu:a100:1" in scripts[0]
+    assert "--partition=cpu" in scripts[1] and "gpu" not in scripts[1].replace("nd-audit", "")
+
+
+def test_the_preflight_is_skipped_with_a_note_where_the_scheduler_does_not_answer(
+    tmp_path, fake_slurm
+):
+    (fake_slurm / "bin" / "scontrol").write_text(
+        "#!/bin/sh\necho 'slurm_load_partitions: Unable to contact slurm controller' >&2\nexit 1\n"
+    )
+    out = _audit_slurm(tmp_path, "--dry-run", "--cpus", "64")
+    assert out.returncode == 0, out.stderr
+    assert "preflight skipped: scontrol show failed: slurm_load_partitions: Unable to contact" in (
+        out.stdout
+    )
+    assert "#SBATCH --cpus-per-task=64" in out.stdout
 
 
 def _audit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -263,35 +446,6 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
         assert out.returncode == 2, (args, out.stderr)
         assert message in out.stderr and "Traceback" not in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
-
-
-def test_dry_run_prints_sbatch_parameters_and_submits_nothing(tmp_path, fake_slurm):
-    claims = str(Path(__file__).resolve().parent.parent / "claims.yaml")
-    out = _audit(
-        "run",
-        "--claims",
-        claims,
-        "--profile",
-        "ci",
-        "--executor",
-        "slurm",
-        "--dry-run",
-        "--partition",
-        "gpu",
-        "--time",
-        "30",
-        "--store",
-        str(tmp_path / "s"),
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "#SBATCH --partition=gpu" in out.stdout and "#SBATCH --array=0-2%3" in out.stdout
-    assert "NOT a reproduction" in out.stdout
-    assert not (tmp_path / "submitted.sh").exists() and not (tmp_path / "s").exists()
-    status = json.loads(
-        _audit("plan", "--claims", claims, "--profile", "ci", "--json", cwd=tmp_path).stdout
-    )
-    assert status["runs"] == 3
 
 
 def test_progress_lines_when_not_on_a_terminal(store, data_dir):

@@ -38,7 +38,7 @@ from tests import slurm_cluster
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 CLAIMS = PROJECT_ROOT / "claims.yaml"
-CPU_JOB = {"gpus_per_node": 0, "cpus_per_task": 1, "time_min": 10, "signal_delay_s": 30}
+CPU_JOB = {"gpus": 0, "cpus": 1, "time": 10, "signal_delay_s": 30}
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +150,217 @@ def test_audit_through_slurm_arrays_survives_a_killed_audit_run(cluster, data_di
     assert "epoch 20 of 20" in status.stdout and "NOTE: ci profile" in status.stdout
 
 
+def _audit(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "audit.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _queued(store_dir: Path) -> list[str]:
+    """This user's queued or running jobs whose output goes into `store_dir` (squeue)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-O", "JobArrayID:|,StdOut:|"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    folder = str(store_dir.absolute())
+    return sorted(
+        j
+        for j, _, path in (line.partition("|") for line in out.splitlines())
+        if path.startswith(folder)
+    )
+
+
+def test_preflight_refuses_what_no_node_can_grant(cluster, data_dir, tmp_path):
+    """Above the node's CPUs, or a GPU on the GPU-less partition: refused in one line before
+    anything is submitted (exit 2)."""
+    store_dir = tmp_path / "store"
+    cases = [
+        (
+            ["--cpus", "4096"],
+            r"--cpus 4096: the usable nodes of partition \S+ offer at most \d+ CPUs",
+        ),
+        (["--gpus", "1"], r"--gpus 1: partition \S+ has no GPUs"),
+        (["--mem", "64T"], r"--mem 64T: the usable nodes of partition \S+ offer at most \d+M"),
+        (["--partition", "nosuch"], r"--partition nosuch: no such partition on this cluster"),
+    ]
+    base = ["run", "--claims", str(CLAIMS), "--profile", "ci", "--executor", "slurm"]
+    for extra, message in cases:
+        out = _audit(*base, "--store", str(store_dir), "--data-dir", str(data_dir), *extra)
+        assert out.returncode == 2, (extra, out.stdout, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+        assert re.search(message, out.stderr), out.stderr
+    assert not (store_dir / "slurm").exists() and _queued(store_dir) == []
+
+
+def test_defaults_fit_the_cluster_and_passthrough_reaches_the_job(cluster, data_dir, tmp_path):
+    """No --gpus/--cpus/--mem on a GPU-less 2-CPU node: the defaults fit (no GPU asked, CPUs
+    and memory within the node), the audit runs; a --sbatch directive and a --setup line are
+    in the submitted script, the setup line runs before the training and sees the directive's
+    effect; each run records SLURM's measured allocation, shown by `audit status`."""
+    store_dir = tmp_path / "store"
+    setup = 'echo "setup ran: mark=$ND_E2E_MARK"'
+    out = _audit(
+        "run",
+        "--claims",
+        str(CLAIMS),
+        "--profile",
+        "ci",
+        "--executor",
+        "slurm",
+        "--store",
+        str(store_dir),
+        "--data-dir",
+        str(data_dir),
+        "--poll",
+        "2",
+        "--no-report",
+        "--time",
+        "0:10:00",
+        "--sbatch",
+        "export=ALL,ND_E2E_MARK=passthrough",
+        "--setup",
+        setup,
+        timeout=600,
+    )
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert "gpus 0: CPU-only runs (mlp) need no GPU" in out.stdout
+    assert "audit run: 3 run(s): 3 done" in out.stdout
+    scripts = list((store_dir / "slurm").glob("*/*_submission.sh"))
+    assert len(scripts) == 1, scripts
+    script = scripts[0].read_text()
+    assert "#SBATCH --export=ALL,ND_E2E_MARK=passthrough" in script
+    assert "gpus" not in script and "#SBATCH --time=10" in script
+    store = Store(store_dir)
+    for rid in store.run_ids():
+        job = store.read_job(rid)
+        stdout = _submitit_log(store, job["job_id"], "out")
+        lines = stdout.splitlines()
+        assert "setup ran: mark=passthrough" in lines, stdout
+        started = next(i for i, line in enumerate(lines) if "Starting with JobEnvironment" in line)
+        assert lines.index("setup ran: mark=passthrough") < started
+        allocation = job["allocations"][job["job_id"]]
+        assert allocation["source"] == "sacct" and allocation["elapsed_s"] >= 0
+        assert allocation["gpus"] == 0 and allocation["cpus"] >= 1
+    status = _audit("status", "--store", str(store_dir))
+    assert status.returncode == 0, status.stderr
+    assert "cost: measured 0.00 GPU-h by SLURM accounting (3 run(s))" in status.stdout
+    logs = _audit("logs", store.run_ids()[0], "--store", str(store_dir))
+    assert logs.returncode == 0 and "setup ran: mark=passthrough" in logs.stdout
+
+
+def test_audit_cancel_cancels_exactly_the_stores_jobs(cluster, data_dir, tmp_path):
+    """Two detached audits (held back by --sbatch begin=now+1hour) and a job of someone
+    else: `audit cancel` on one store removes that store's jobs and nothing more."""
+    stores = [tmp_path / "a", tmp_path / "b"]
+    for store_dir in stores:
+        out = _audit(
+            "run",
+            "--claims",
+            str(CLAIMS),
+            "--profile",
+            "ci",
+            "--executor",
+            "slurm",
+            "--store",
+            str(store_dir),
+            "--data-dir",
+            str(data_dir),
+            "--cpus",
+            "1",
+            "--time",
+            "10",
+            "--detach",
+            "--sbatch",
+            "begin=now+3600",
+        )
+        assert out.returncode == 0, (out.stdout, out.stderr)
+    other = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--begin=now+3600",
+            "-o",
+            str(tmp_path / "other.out"),
+            "--wrap",
+            "sleep 1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        assert len(_queued(stores[0])) == 3 and len(_queued(stores[1])) == 3
+        out = _audit("cancel", "--store", str(stores[0]))
+        assert out.returncode == 0, out.stderr
+        assert "cancelled 3 job(s)" in out.stdout
+        _wait_until(lambda: not _queued(stores[0]), 30, "store a's jobs to go")
+        assert len(_queued(stores[1])) == 3  # the other store's jobs stay
+        assert (
+            other
+            in subprocess.run(
+                ["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True
+            ).stdout.split()
+        )
+        status = _audit("status", "--store", str(stores[1]))
+        assert "pending: BeginTime" in status.stdout, status.stdout
+        assert _audit("cancel", "--store", str(stores[0])).stdout.startswith(
+            "audit cancel: no queued or running job"
+        )
+    finally:
+        _audit("cancel", "--store", str(stores[1]))
+        subprocess.run(["scancel", other], check=False)
+
+
+def test_an_unresolvable_pending_reason_ends_the_run(cluster, data_dir, tmp_path):
+    """The audit's jobs pend behind a job that holds the node's CPUs (a legitimate wait,
+    shown with its reason); then the partition's MaxTime drops below the jobs' limit, so they
+    can never start: `audit run` ends with that reason and the job ids, exit 2, and leaves
+    nothing queued."""
+    part = subprocess.run(
+        ["sinfo", "-h", "-o", "%P|%c"], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+    name, cpus = part.split("|")
+    name = name.rstrip("*")
+    shown = subprocess.run(
+        ["scontrol", "show", "partition", name, "-o"], capture_output=True, text=True, check=True
+    ).stdout
+    max_time = re.search(r"MaxTime=(\S+)", shown).group(1)
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "-c", cpus, "-o", "/dev/null", "--wrap", "sleep 300"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    store_dir = tmp_path / "store"
+    proc = None
+    try:
+        _wait_until(lambda: sacct_states([blocker]).get(blocker) == "RUNNING", 60, "the blocker")
+        proc = _audit_run(store_dir, data_dir)  # --cpus 1 --time 10: fits, but waits
+        _wait_until(lambda: len(_queued(store_dir)) == 3, 120, "the audit's jobs to queue")
+        time.sleep(5)  # a poll or two: the wait is shown, not an error
+        assert proc.poll() is None
+        subprocess.run(["scontrol", "update", f"PartitionName={name}", "MaxTime=5"], check=True)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        subprocess.run(
+            ["scontrol", "update", f"PartitionName={name}", f"MaxTime={max_time}"], check=False
+        )
+        subprocess.run(["scancel", blocker], check=False)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out
+    assert "pending: " in out  # the progress line showed why the jobs waited
+    error = [line for line in out.splitlines() if "audit run: error:" in line]
+    assert len(error) == 1 and "Traceback" not in out, out
+    assert "SLURM says 'PartitionTimeLimit', which waiting never resolves" in error[0]
+    job_ids = {Store(store_dir).read_job(rid)["job_id"] for rid in Store(store_dir).run_ids()}
+    assert all(j in error[0] for j in job_ids), (job_ids, error[0])
+    assert "cancelled this run's 3 queued job(s)" in error[0]
+    _wait_until(lambda: not _queued(store_dir), 30, "the audit's jobs to be cancelled")
+
+
 EPOCHS = 10
 
 
@@ -258,7 +469,7 @@ def test_usr2_preemption_requeues_and_resumes_at_the_saved_epoch(cluster, data_d
 # where now + delay + 30 s >= the end time (sbatch(1): "may be sent up to 60 seconds earlier
 # than specified"), so every attempt gets it 20-50 s after its start. A 30 s delay would put it
 # anywhere in the first 30 s, possibly before the first checkpoint.
-TIME_LIMIT_JOB = {**CPU_JOB, "time_min": 1, "signal_delay_s": 10}
+TIME_LIMIT_JOB = {**CPU_JOB, "time": 1, "signal_delay_s": 10}
 TIME_LIMIT_S = 60
 # About 1.4 s per epoch of 20000 images on one thread of the 2-core test machine: some 65 s of
 # training, more than the latest warning (50 s into the first attempt) leaves. On a CPU so fast

@@ -118,8 +118,21 @@ def _recorded_speeds(run_dir: Path) -> tuple[tuple[str, str, str], list[float]] 
 
 def main(args: argparse.Namespace) -> int:
     plan = plan_from_args(args)
+    measured = _measured(args.store, plan)
     if args.json:
-        print(json.dumps(plan.to_json(), indent=2, sort_keys=True))
+        print(
+            json.dumps({**plan.to_json(), "measured_gpu_hours": measured}, indent=2, sort_keys=True)
+        )
     else:
-        print(format_plan(plan))
+        print(format_plan(plan, measured))
     return 0
+
+
+def _measured(store_dir: Path, plan: Plan) -> dict[str, float]:
+    """GPU-hours SLURM accounted for the plan's runs already in the store (after runs)."""
+    if not (Path(store_dir) / "runs").is_dir():
+        return {}
+    from audit.cost import measured_gpu_hours
+    from audit.store import Store
+
+    return measured_gpu_hours(Store(store_dir, create=False), [r.run_id for r in plan.runs])

@@ -50,23 +50,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave out the runs whose data are missing here (default: refuse to start)",
     )
-    slurm = parser.add_argument_group("SLURM (override the `cluster:` section of --config)")
+    slurm = parser.add_argument_group(
+        "SLURM (override the `cluster:` section of --config; its keys are these flags' names)"
+    )
     slurm.add_argument("--config", type=Path, default=None, help="YAML with a cluster: section")
-    for flag, field, kind, text in SLURM_OPTIONS:
-        slurm.add_argument(flag, dest=field, type=kind, help=text)
+    for flag, key, kind, text in SLURM_OPTIONS:
+        repeat = {"action": "append"} if key in ("sbatch", "setup") else {}
+        slurm.add_argument(flag, dest=f"slurm_{key}", type=kind, help=text, **repeat)
 
 
-# flag, SlurmParams field, type, help: the SLURM parameters a flag can override
+# flag, config key (audit/cluster_config.py), type, help: the SLURM parameters a flag sets
 SLURM_OPTIONS = (
-    ("--partition", "partition", str, None),
+    ("--partition", "partition", str, "default: the cluster's default partition"),
     ("--account", "account", str, None),
     ("--qos", "qos", str, None),
-    ("--time", "time_min", int, "minutes per job"),
-    ("--gpus", "gpus_per_node", int, "GPUs per job"),
-    ("--cpus", "cpus_per_task", int, "CPUs per job"),
-    ("--mem", "mem_gb", int, "memory per job in GB"),
+    ("--time", "time", str, "per job: minutes or SLURM's HH:MM:SS, D-HH:MM... (default 240)"),
+    (
+        "--gpus",
+        "gpus",
+        int,
+        "GPUs per job (default: 1 where a run needs one and the partition has them)",
+    ),
+    ("--cpus", "cpus", int, "CPUs per job (default: what the runs need, at most a node's)"),
+    ("--mem", "mem", str, "memory per job, e.g. 32G or 32000M (default: what the runs need)"),
     ("--constraint", "constraint", str, None),
-    ("--array-parallelism", "array_parallelism", int, "array tasks at once"),
+    ("--cpu-partition", "cpu_partition", str, "CPU-only runs (MLP, kernels) go to this partition"),
+    ("--array-parallelism", "array_parallelism", int, "array tasks at once (default 16)"),
+    (
+        "--sbatch",
+        "sbatch",
+        str,
+        "KEY=VALUE: an extra #SBATCH directive (repeatable), e.g. gres=gpu:a100:1",
+    ),
+    (
+        "--setup",
+        "setup",
+        str,
+        "a shell line run before the job (repeatable), e.g. 'module load cuda'",
+    ),
 )
 
 
@@ -97,14 +118,14 @@ def main(args: argparse.Namespace) -> int:
     if not args.poll >= 0:  # also NaN
         raise AuditError(f"--poll must be 0 or more seconds, got {args.poll}")
     plan = plan_from_args(args)
-    flags = {field: getattr(args, field) for _, field, _, _ in SLURM_OPTIONS}
+    flags = {key: getattr(args, f"slurm_{key}") for _, key, _, _ in SLURM_OPTIONS}
     params = slurm_params(
         load_cluster_section(args.config), flags, where=str(args.config or "flags")
     )
     print(format_plan(plan))
+    if args.executor == "slurm":
+        params = _slurm_request(params, plan, args)
     if args.dry_run:
-        if args.executor == "slurm":
-            print(sbatch_preview(params, args.store, len(plan.runs)))
         return 0
     for line in preflight(plan, skip_missing=args.skip_missing_data):  # before any submission
         print(f"audit run: {line}")
@@ -119,7 +140,8 @@ def _run(args: argparse.Namespace, plan: Plan, params: SlurmParams) -> int:
     store = Store(args.store)
     declaration = _declare(args, plan, store) if args.escalate else None
     store.write_plan({**plan.to_json(), "executor": args.executor})
-    report = _launch(args, store, [r.spec for r in plan.runs], params, plan.data_dir)
+    costs = {r.run_id: r.gpu_hours for r in plan.runs}
+    report = _launch(args, store, [r.spec for r in plan.runs], params, plan.data_dir, costs)
     if args.detach:
         return 0
     counts = Counter(report.settled.values())
@@ -136,7 +158,12 @@ def _run(args: argparse.Namespace, plan: Plan, params: SlurmParams) -> int:
 
 
 def _launch(
-    args: argparse.Namespace, store: Store, specs: list[dict], params: SlurmParams, data_dir: Path
+    args: argparse.Namespace,
+    store: Store,
+    specs: list[dict],
+    params: SlurmParams,
+    data_dir: Path,
+    costs: dict[str, float] | None = None,
 ) -> Any:
     """Launch `specs` with the chosen executor and wait (unless --detach); the launch report."""
     from audit.launch import RunOptions, launch, make_executor
@@ -145,7 +172,7 @@ def _launch(
     # the jobs read the data where the preflight found them (also on another host's cwd)
     options = RunOptions(data_dir=str(Path(data_dir).absolute()), device=args.device)
     executor = make_executor(args.executor, store, options, params=params, parallel=args.parallel)
-    progress = Progress(store, len(specs))
+    progress = Progress(store, len(specs), costs=costs)
     try:
         return launch(
             specs,
@@ -294,16 +321,21 @@ def _render(args, plan, claims, table, results, store):
     )
 
 
-def sbatch_preview(params: SlurmParams, store_dir: Path, n_runs: int) -> str:
-    """The sbatch header the array would be submitted with (nothing is submitted)."""
-    from submitit.slurm.slurm import _make_sbatch_string
+def _slurm_request(params: SlurmParams, plan: Plan, args: argparse.Namespace) -> SlurmParams:
+    """Preflight against the cluster (refuses what no node can grant) and the chosen values
+    with their reasons; under --dry-run also the whole job script(s), nothing submitted."""
+    from audit.cluster_config import require_training_time
+    from audit.launch.slurm import script_text
+    from audit.slurm_preflight import preflight_request
 
-    folder = Path(store_dir).resolve() / "slurm" / "%j"
-    text = _make_sbatch_string(
-        command="python -u -m submitit.core._submit <folder>",
-        folder=folder,
-        map_count=n_runs,
-        **params.submitit_parameters(),
-    )
-    header = [line for line in text.splitlines() if line.startswith("#SBATCH")]
-    return "sbatch parameters (dry run, nothing submitted):\n" + "\n".join(header)
+    request, sections = preflight_request(params, [r.spec for r in plan.runs])
+    for title, choice, _ in sections:
+        require_training_time(choice.params)
+        print(f"SLURM request, {title}:")
+        for reason in choice.reasons:
+            print(f"  {reason}")
+    if args.dry_run:
+        for title, choice, n_runs in sections:
+            print(f"job script, {title} (dry run, nothing submitted):")
+            print(script_text(choice.params, args.store, n_runs).rstrip())
+    return request

@@ -1,7 +1,9 @@
 """`audit status`: every run of a store, done / running / queued / failed / diverged.
 
 Progress is "epoch k of E" from metrics.jsonl; for SLURM runs the job id and the scheduler's
-state come from one batched sacct call. Reading the store changes nothing in it.
+state come from one batched sacct call, and a queued job's pending reason (Priority,
+Resources, PartitionConfig, ...) from one squeue call. The last line sets the GPU-hours SLURM
+measured beside the plan's estimate. Reading the store changes nothing in it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,20 @@ def collect(store: Store) -> list[tuple[RunState, list[str]]]:
     return [(store.state(rid, states), _deviations(store, rid)) for rid in run_ids]
 
 
+def pending_reasons(rows: list[tuple[RunState, list[str]]]) -> dict[str, str]:
+    """run id -> why its queued SLURM job waits (squeue), marked when waiting never ends."""
+    from audit.launch.slurm import pending_reasons as ask
+
+    queued = {s.job_id: s.run_id for s, _ in rows if s.status == "queued" and s.job_id}
+    if not queued or not shutil.which("squeue"):
+        return {}
+    found = ask(list(queued))
+    return {
+        queued[job]: p.reason + (" (never starts: `audit cancel`, then fix)" if p.hopeless else "")
+        for job, p in found.items()
+    }
+
+
 def _deviations(store: Store, rid: str) -> list[str]:
     from audit.plan import spec_deviations
     from runners.rundir import read_spec
@@ -46,7 +62,11 @@ def _deviations(store: Store, rid: str) -> list[str]:
         return []
 
 
-def format_status(rows: list[tuple[RunState, list[str]]], label: str | None) -> str:
+def format_status(
+    rows: list[tuple[RunState, list[str]]],
+    label: str | None,
+    pending: dict[str, str] | None = None,
+) -> str:
     lines = []
     if label or any(devs for _, devs in rows):
         lines.append(f"NOTE: {label or 'runs marked * deviate from the protocol'}")
@@ -57,6 +77,8 @@ def format_status(rows: list[tuple[RunState, list[str]]], label: str | None) -> 
         )
         job = f"{state.job_id or '-'} {state.scheduler_state or ''}".strip()
         reason = (state.reason or "").splitlines()[0][:60] if state.reason else ""
+        if (pending or {}).get(state.run_id):
+            reason = f"pending: {pending[state.run_id]}"
         mark = "*" if devs else " "
         lines.append(
             f"{state.run_id:<57}{mark} {state.status:<12} {progress:<14} {job:<22} {reason}"
@@ -70,11 +92,21 @@ def main(args: argparse.Namespace) -> int:
     if not Path(args.store).is_dir():
         raise AuditError(f"no result store at {args.store}; run `audit run` or pass --store DIR")
     store = Store(args.store, create=False)
+    from audit.cost import plan_estimates, store_cost
+
     rows = collect(store)
     label = store.read_plan().get("label")
+    pending = pending_reasons(rows)
+    run_ids = [state.run_id for state, _ in rows]
+    cost = store_cost(store, run_ids, plan_estimates(store) or None)
     if args.json:
-        data = [{**asdict(state), "deviations": devs} for state, devs in rows]
-        print(json.dumps({"label": label, "runs": data}, indent=2, sort_keys=True))
+        data = [
+            {**asdict(state), "deviations": devs, "pending_reason": pending.get(state.run_id)}
+            for state, devs in rows
+        ]
+        out = {"label": label, "runs": data, "cost": asdict(cost)}
+        print(json.dumps(out, indent=2, sort_keys=True))
     else:
-        print(format_status(rows, label))
+        print(format_status(rows, label, pending))
+        print(cost.line())
     return 0

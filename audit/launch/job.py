@@ -1,0 +1,148 @@
+"""The job function: what every executor runs for one spec, wherever it runs.
+
+`run_job` takes the run's lock, skips a finished run, moves a corrupt result or checkpoint
+aside, calls the runner (which resumes from its checkpoint) and records the attempt in
+job.json. This is the only module of the harness that imports the runners (and so torch),
+and only inside the job.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from audit.store import Store, checkpoint_is_corrupt, result_is_finished
+from runners.rundir import CHECKPOINT_FILE, LOG_FILE, RESULT_FILE
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Execution details passed to every job (never part of a spec or a run id)."""
+
+    data_dir: str | None = None
+    device: str | None = None
+
+
+def run_job(spec: dict[str, Any], store_dir: str, options: RunOptions) -> dict[str, Any]:
+    """Run one spec in its run directory under the run's lock; returns the outcome.
+
+    Never raises for a failing run (the failure is recorded in result.json and job.json),
+    so a scheduler's job state says whether the job ran, the store what came of it.
+    """
+    from runners.specs import run_id as make_run_id
+
+    store = Store(Path(store_dir))
+    rid = make_run_id(spec)
+    with store.try_lock(rid) as got:
+        if not got:
+            return {"run_id": rid, "outcome": "locked"}  # another live process trains it
+        if result_is_finished(store, rid):
+            return {"run_id": rid, "outcome": "skipped"}
+        _clear_stale_files(store, rid)
+        return _attempt(store, rid, spec, options)
+
+
+def _clear_stale_files(store: Store, rid: str) -> None:
+    """A corrupt result/checkpoint is moved aside (never used), a failed result removed (its
+    reason is kept in job.json's attempts)."""
+    try:
+        store.result(rid)
+    except ValueError as exc:
+        moved = store.quarantine(rid, RESULT_FILE)
+        _note(store, rid, f"corrupt result moved to {moved.name}: {exc}")
+    if store.result_status(rid) == "failed":
+        (store.run_dir(rid) / RESULT_FILE).unlink()
+    problem = checkpoint_is_corrupt(store.run_dir(rid))
+    if problem:
+        moved = store.quarantine(rid, CHECKPOINT_FILE)
+        _note(store, rid, f"{problem}; moved to {moved.name}, training from scratch")
+
+
+def _note(store: Store, rid: str, message: str) -> None:
+    store.update_job(rid, lambda job: job.setdefault("notes", []).append(stamp(message)))
+    with open(store.run_dir(rid) / LOG_FILE, "a", encoding="utf-8") as handle:
+        handle.write(stamp(message) + "\n")
+
+
+def _attempt(store: Store, rid: str, spec: dict[str, Any], options: RunOptions) -> dict[str, Any]:
+    from runners.errors import RunnerInputError
+    from runners.registry import get_runner
+
+    index = _record_attempt_start(store, rid, store.epochs_done(rid))
+    outcome: dict[str, Any] = {"run_id": rid, "outcome": "interrupted"}
+    try:
+        runner = get_runner(spec["kind"])
+        data_dir = Path(options.data_dir) if options.data_dir else None
+        result = runner(
+            spec, store.run_dir(rid), data_dir=data_dir, device=options.device, log=None
+        )
+        outcome = {"run_id": rid, "outcome": result.status}
+    except RunnerInputError as exc:
+        store.record_failure(rid, str(exc))  # bad input: the same on every retry, so final
+        outcome = {"run_id": rid, "outcome": "input-error", "error": str(exc)}
+    except submitit.core.utils.UncompletedJobError:
+        raise  # submitit's own signal: the job is over and not requeued
+    except Exception as exc:
+        tail = "".join(traceback.format_exception_only(exc)).strip()
+        store.record_failure(rid, f"{tail}\n{store.log_tail(rid, lines=5)}".strip())
+        outcome = {
+            "run_id": rid,
+            "outcome": "error",
+            "error": tail,
+            "traceback": traceback.format_exc(limit=8),
+        }
+    finally:
+        # SystemExit (submitit's requeue) and KeyboardInterrupt leave outcome "interrupted"
+        _record_attempt_end(store, rid, index, outcome)
+    return outcome
+
+
+def _record_attempt_start(store: Store, rid: str, start_epoch: int) -> int:
+    entry = {
+        "start": now(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job_id": _slurm_job_id(),
+        "start_epoch": start_epoch,
+    }
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # which GPU(s) this attempt was given
+        entry["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    job = store.update_job(rid, lambda data: data.setdefault("attempts", []).append(entry))
+    return len(job["attempts"]) - 1
+
+
+def _record_attempt_end(store: Store, rid: str, index: int, outcome: dict[str, Any]) -> None:
+    def change(job: dict[str, Any]) -> None:
+        job["attempts"][index].update(end=now(), **outcome)
+
+    store.update_job(rid, change)
+
+
+def _slurm_job_id() -> str | None:
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job:
+        return f"{array_job}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def stamp(message: str) -> str:
+    return f"{now()} {message}"
+
+
+class JobFunction(submitit.helpers.Checkpointable):
+    """run_job for submitit. On preemption or time-out submitit calls `checkpoint()`, whose
+    default resubmits the same call: the runner then resumes from checkpoint.pt."""
+
+    def __call__(self, spec: dict[str, Any], store_dir: str, options: RunOptions) -> dict:
+        return run_job(spec, store_dir, options)

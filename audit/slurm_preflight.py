@@ -1,0 +1,464 @@
+"""Preflight against the cluster: a request no node can grant is refused before submission,
+and unset resources are chosen to fit.
+
+The partition's limits and node shapes come from the scheduler (`scontrol show partition`:
+state, MaxTime, MaxCPUsPerNode, MaxMemPerNode; `sinfo -N`: CPUs, memory, GRES such as GPUs
+and their types, features and state per node). What the runs need comes from their specs
+(an MLP or the kernels experiment needs no GPU; CIFAR and ImageNet runs want one, and CPUs
+for their data loaders). Defaults: a GPU only where a run needs one and the partition has
+GPUs, CPUs and memory as needed but at most what a node offers, the time limit at most the
+partition's MaxTime. An explicit request above what any usable node offers is one AuditError
+naming the flag (or config key), the request and the offer. Where the scheduler does not
+answer, the check is skipped with a note and the defaults follow the runs' needs alone.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from audit.cluster_config import DEFAULT_TIME_MIN, SlurmParams, format_mem, parse_time
+from audit.errors import AuditError
+
+# What one run wants, per input kind: (a GPU?, CPUs, memory in MB). The CPUs are the GPU
+# runs' data-loader workers (the runner takes one per core but one); CPU runs use few.
+NEEDS = {
+    "flat": (False, 2, 4 * 1024),
+    "cifar": (True, 8, 16 * 1024),
+    "imagenet": (True, 16, 64 * 1024),
+}
+KERNELS_NEED = (False, 2, 4 * 1024)
+UNUSABLE = ("down", "drain", "fail", "inval", "future", "maint")
+PARTITION_UP = "UP"
+
+
+@dataclass(frozen=True)
+class Needs:
+    gpu: bool
+    cpus: int
+    mem_mb: int
+    what: str  # in words: "CPU-only runs (MLP, kernels)" or "GPU runs (cifar)"
+
+
+@dataclass
+class Node:
+    name: str
+    cpus: int
+    mem_mb: int
+    gpus: dict[str, int]  # GPU type ("" when untyped) -> count
+    features: set[str]
+    state: str
+
+    @property
+    def usable(self) -> bool:
+        return not self.state.lower().startswith(UNUSABLE) and not self.state.endswith("*")
+
+    def gpu_count(self, kind: str = "") -> int:
+        return self.gpus.get(kind, 0) if kind else sum(self.gpus.values())
+
+
+@dataclass
+class Partition:
+    name: str
+    state: str
+    max_time_min: int | None  # None: unlimited
+    max_cpus_per_node: int | None
+    max_mem_per_node_mb: int | None
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def usable_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if n.usable]
+
+
+@dataclass
+class Choice:
+    """The parameters to submit with, and why each value is what it is."""
+
+    params: SlurmParams
+    reasons: list[str]
+    skipped: str | None = None  # why the cluster was not consulted
+
+
+def run_needs(specs: list[dict[str, Any]]) -> Needs:
+    """The most any of the runs needs (one array: one resource request for all)."""
+    from runners.models import input_kind_of  # torch-free
+
+    wants, kinds = [], set()
+    for spec in specs:
+        if spec.get("kind") != "classify":
+            wants.append(KERNELS_NEED)
+            kinds.add(spec.get("kind", "?"))
+            continue
+        kind = input_kind_of(spec["dataset"])
+        wants.append(NEEDS.get(kind, NEEDS["cifar"]))
+        kinds.add(spec["arch"] if kind == "flat" else spec["dataset"])
+    if not wants:
+        return Needs(False, 1, 1024, "no runs")
+    gpu = any(w[0] for w in wants)
+    what = f"{'GPU' if gpu else 'CPU-only'} runs ({', '.join(sorted(kinds))})"
+    return Needs(gpu, max(w[1] for w in wants), max(w[2] for w in wants), what)
+
+
+def needs_gpu(spec: dict[str, Any]) -> bool:
+    return run_needs([spec]).gpu
+
+
+def preflight_request(
+    params: SlurmParams, specs: list[dict[str, Any]]
+) -> tuple[SlurmParams, list[tuple[str, Choice, int]]]:
+    """The request to submit with, and (title, choice, runs) per group: all runs on the
+    partition, or with --cpu-partition the CPU-only runs (MLP, kernels) there, without a GPU
+    (`cpu_only` of the returned parameters)."""
+    cpu_specs = [s for s in specs if not needs_gpu(s)] if params.cpu_partition else []
+    main_specs = [s for s in specs if not params.cpu_partition or needs_gpu(s)]
+    sections = []
+    cpu_choice = None
+    if cpu_specs:
+        origins = {**params.origins, "partition": params.origin("cpu_partition")}
+        cpu_request = params.with_values(
+            partition=params.cpu_partition,
+            gpus=None,
+            sbatch=tuple((k, v) for k, v in params.sbatch if k != "gres"),
+            origins=origins,
+        )
+        cpu_choice = preflight(cpu_request, cpu_specs)
+        sections.append(
+            (f"CPU-only runs on --cpu-partition ({len(cpu_specs)})", cpu_choice, len(cpu_specs))
+        )
+    if not main_specs:
+        assert cpu_choice is not None
+        return cpu_choice.params, sections
+    choice = preflight(params, main_specs)
+    title = "GPU runs" if cpu_specs else "runs"
+    sections.insert(0, (f"{title} ({len(main_specs)})", choice, len(main_specs)))
+    cpu_only = cpu_choice.params if cpu_choice else None
+    return choice.params.with_values(cpu_only=cpu_only), sections
+
+
+def preflight(params: SlurmParams, specs: list[dict[str, Any]]) -> Choice:
+    """Check `params` against the partition and fill what is unset; AuditError when no
+    usable node of the partition can grant the request."""
+    needs = run_needs(specs)
+    partition, why_not = read_partition(params.partition)
+    if partition is None:
+        return _without_cluster(params, needs, why_not)
+    reasons: list[str] = []
+    _check_partition_state(partition, params)
+    values = {
+        "time_min": _time(params, partition, reasons),
+        "gpus": _gpus(params, partition, needs, reasons),
+    }
+    values["cpus"] = _sized(params, partition, "cpus", needs.cpus, _max_cpus(partition), reasons)
+    values["mem_mb"] = _sized(
+        params, partition, "mem_mb", needs.mem_mb, _max_mem(partition), reasons
+    )
+    chosen = params.with_values(**values)
+    _check_constraint(chosen, partition)
+    _check_some_node_fits(chosen, partition)
+    return Choice(chosen, [f"partition {partition.name}: {_describe(partition)}", *reasons])
+
+
+def _without_cluster(params: SlurmParams, needs: Needs, why: str) -> Choice:
+    gpus = params.gpus if params.gpus is not None else (0 if gres_gpus(params) else int(needs.gpu))
+    chosen = params.with_values(
+        time_min=params.time_min or DEFAULT_TIME_MIN,
+        gpus=gpus,
+        cpus=params.cpus or needs.cpus,
+    )
+    note = f"preflight skipped: {why}; the request was not checked against the cluster"
+    reasons = [note, f"defaults from the runs' needs: {needs.what}"]
+    return Choice(chosen, reasons, skipped=why)
+
+
+# ----------------------------------------------------------------------------- choices
+
+
+def _time(params: SlurmParams, part: Partition, reasons: list[str]) -> int:
+    limit = part.max_time_min
+    if params.time_min is not None:
+        if limit is not None and params.time_min > limit:
+            _refuse(
+                params,
+                "time_min",
+                f"{params.time_min} min",
+                f"partition {part.name} allows at most {limit} min (MaxTime)",
+                "lower --time (longer runs requeue from their checkpoints)",
+            )
+        return params.time_min
+    if limit is not None and limit < DEFAULT_TIME_MIN:
+        reasons.append(f"time {limit} min: the partition's MaxTime (runs requeue from checkpoints)")
+        return limit
+    reasons.append(f"time {DEFAULT_TIME_MIN} min: the default (runs requeue from checkpoints)")
+    return DEFAULT_TIME_MIN
+
+
+def _gpus(params: SlurmParams, part: Partition, needs: Needs, reasons: list[str]) -> int:
+    kind, count = gres_gpus(params) or ("", 0)
+    most = max((n.gpu_count(kind) for n in part.usable_nodes), default=0)
+    what = f"{kind} GPUs" if kind else "GPUs"
+    if count:  # through --sbatch gres=gpu[:type]:N
+        if count > most:
+            types = _gpu_types(part)
+            offer = f"partition {part.name} has at most {most} {what} per node" + (
+                f" (GPU types: {', '.join(types)})" if types else " (no GPUs)"
+            )
+            _refuse(
+                params,
+                "sbatch",
+                f"gres=gpu:{kind + ':' if kind else ''}{count}",
+                offer,
+                "choose a GPU type and count the partition has, or another --partition",
+            )
+        reasons.append(f"gpus via --sbatch gres: {count} {what}")
+        return 0
+    if params.gpus is not None:
+        if params.gpus > most:
+            offer = (
+                f"partition {part.name} has no GPUs"
+                if not most
+                else f"partition {part.name} has at most {most} GPUs per node"
+            )
+            _refuse(
+                params,
+                "gpus",
+                str(params.gpus),
+                offer,
+                "lower --gpus (0 trains on CPUs) or choose a GPU --partition",
+            )
+        return params.gpus
+    if needs.gpu and most:
+        reasons.append(f"gpus 1: {needs.what} need a GPU and the partition has them")
+        return 1
+    if needs.gpu:
+        reasons.append(
+            f"gpus 0: partition {part.name} has no GPUs, so {needs.what} train on CPUs (slow); "
+            "choose a GPU partition with --partition"
+        )
+        return 0
+    reasons.append(f"gpus 0: {needs.what} need no GPU")
+    return 0
+
+
+def _sized(
+    params: SlurmParams, part: Partition, name: str, need: int, most: int, reasons: list[str]
+) -> int:
+    """CPUs or memory: the request checked, or the need capped at what a node offers."""
+    given = getattr(params, name)
+    show = format_mem if name == "mem_mb" else str
+    what = "memory" if name == "mem_mb" else "CPUs"
+    if given is not None:
+        if given > most:
+            _refuse(
+                params,
+                name,
+                show(given),
+                f"the usable nodes of partition {part.name} offer at most {show(most)} {what} "
+                "per job",
+                f"lower {params.origin(name).split(' ')[0]} or choose another --partition",
+            )
+        return given
+    chosen = min(need, most)
+    capped = " (a node's most)" if chosen < need else ""
+    reasons.append(f"{name.split('_')[0]} {show(chosen)}: what the runs need{capped}")
+    return chosen
+
+
+def _max_cpus(part: Partition) -> int:
+    most = max((n.cpus for n in part.usable_nodes), default=0)
+    return min(most, part.max_cpus_per_node) if part.max_cpus_per_node else most
+
+
+def _max_mem(part: Partition) -> int:
+    most = max((n.mem_mb for n in part.usable_nodes), default=0)
+    return min(most, part.max_mem_per_node_mb) if part.max_mem_per_node_mb else most
+
+
+def _check_partition_state(part: Partition, params: SlurmParams) -> None:
+    if part.state.upper() != PARTITION_UP:
+        raise AuditError(
+            f"{params.origin('partition')}: partition {part.name} is {part.state}: its jobs "
+            "would wait until an administrator brings it up; choose another --partition"
+        )
+    if not part.usable_nodes:
+        states = ", ".join(f"{n.name} ({n.state})" for n in part.nodes) or "none"
+        raise AuditError(
+            f"{params.origin('partition')}: no node of partition {part.name} can run jobs "
+            f"(nodes: {states}); choose another --partition"
+        )
+
+
+def _check_constraint(params: SlurmParams, part: Partition) -> None:
+    """A plain feature list (a&b or a,b) must be met by some usable node; operators beyond
+    AND are left to SLURM."""
+    if not params.constraint or re.search(r"[|*\[\]()!:]", params.constraint):
+        return
+    wanted = set(re.split(r"[&,]", params.constraint))
+    if not any(wanted <= n.features for n in part.usable_nodes):
+        offered = sorted(set().union(*(n.features for n in part.usable_nodes))) or ["none"]
+        _refuse(
+            params,
+            "constraint",
+            params.constraint,
+            f"no usable node of partition {part.name} has those features "
+            f"(features: {', '.join(offered)})",
+            "change --constraint",
+        )
+
+
+def _check_some_node_fits(params: SlurmParams, part: Partition) -> None:
+    """Each value may fit some node while no node has them all at once."""
+    kind, count = gres_gpus(params) or ("", params.gpus or 0)
+    for node in part.usable_nodes:
+        if (
+            node.cpus >= (params.cpus or 1)
+            and node.mem_mb >= (params.mem_mb or 0)
+            and node.gpu_count(kind) >= count
+        ):
+            return
+    shapes = ", ".join(
+        f"{n.name}: {n.cpus} CPUs, {format_mem(n.mem_mb)}, {n.gpu_count(kind)} GPUs"
+        for n in part.usable_nodes[:5]
+    )
+    raise AuditError(
+        f"--cpus {params.cpus}, --mem {params.mem or '-'} and {count} GPU(s) together: no node "
+        f"of partition {part.name} has all of them ({shapes}); lower one of them"
+    )
+
+
+def _refuse(params: SlurmParams, name: str, asked: str, offer: str, fix: str) -> None:
+    raise AuditError(f"{params.origin(name)} {asked}: {offer}; {fix}")
+
+
+def gres_gpus(params: SlurmParams) -> tuple[str, int] | None:
+    """(type, count) of a GPU request in --sbatch gres=gpu[:type][:count], else None."""
+    gres = dict(params.sbatch).get("gres")
+    if not isinstance(gres, str):
+        return None
+    for item in gres.split(","):
+        parts = item.split(":")
+        if parts[0] == "gpu":
+            count = int(parts[-1]) if parts[-1].isdigit() else 1
+            kind = parts[1] if len(parts) > 1 and not parts[1].isdigit() else ""
+            return kind, count
+    return None
+
+
+def _gpu_types(part: Partition) -> list[str]:
+    return sorted({k for n in part.usable_nodes for k in n.gpus if k})
+
+
+def _describe(part: Partition) -> str:
+    usable = part.usable_nodes
+    gpus = max((n.gpu_count() for n in usable), default=0)
+    types = _gpu_types(part)
+    limit = f"{part.max_time_min} min" if part.max_time_min else "unlimited"
+    return (
+        f"{len(usable)} usable node(s) of {len(part.nodes)}, up to {_max_cpus(part)} CPUs, "
+        f"{format_mem(_max_mem(part))} memory and {gpus} GPU(s)"
+        + (f" ({', '.join(types)})" if types else "")
+        + f" per node, MaxTime {limit}"
+    )
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _ask(cmd: list[str]) -> tuple[str | None, str]:
+    """(stdout, "") or (None, why) for a scheduler command."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        return None, f"{cmd[0]} is not on PATH"
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"{cmd[0]} did not answer ({exc})"
+    if out.returncode != 0:
+        first = (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[0]
+        return None, f"{' '.join(cmd[:2])} failed: {first}"
+    return out.stdout, ""
+
+
+def read_partition(name: str | None) -> tuple[Partition | None, str]:
+    """The partition (the cluster's default one when `name` is None) with its nodes, or
+    (None, why) when the scheduler does not answer. An unknown partition is an AuditError."""
+    if name and "," in name:
+        return None, "a list of partitions is left to SLURM"
+    out, why = _ask(["scontrol", "show", "partition", "-o"])
+    if out is None:
+        return None, why
+    table = [_fields(line) for line in out.splitlines() if line.strip()]
+    if name is None:
+        found = [t for t in table if t.get("Default") == "YES"]
+        if not found:
+            return None, "the cluster has no default partition; --partition chooses one"
+    else:
+        found = [t for t in table if t.get("PartitionName") == name]
+        if not found:
+            names = ", ".join(t.get("PartitionName", "?") for t in table) or "none"
+            raise AuditError(
+                f"--partition {name}: no such partition on this cluster (partitions: {names})"
+            )
+    info = found[0]
+    part = Partition(
+        name=info["PartitionName"],
+        state=info.get("State", "UP"),
+        max_time_min=_limit_minutes(info.get("MaxTime")),
+        max_cpus_per_node=_number(info.get("MaxCPUsPerNode")),
+        max_mem_per_node_mb=_number(info.get("MaxMemPerNode")),
+    )
+    nodes, why = _ask(["sinfo", "-h", "-N", "-p", part.name, "-o", "%N|%c|%m|%G|%T|%f"])
+    if nodes is None:
+        return None, why
+    part.nodes = _unique([_node(line) for line in nodes.splitlines() if line.count("|") == 5])
+    return part, ""
+
+
+def _fields(line: str) -> dict[str, str]:
+    return dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+
+
+def _limit_minutes(value: str | None) -> int | None:
+    if not value or value.upper() in ("UNLIMITED", "INFINITE", "NONE"):
+        return None
+    try:
+        return parse_time(value, "MaxTime")
+    except AuditError:
+        return None
+
+
+def _number(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and int(value) > 0 else None
+
+
+def _node(line: str) -> Node:
+    name, cpus, mem, gres, state, features = (p.strip() for p in line.split("|"))
+    return Node(
+        name=name,
+        cpus=int(re.sub(r"\D.*", "", cpus) or 0),
+        mem_mb=int(re.sub(r"\D.*", "", mem) or 0),
+        gpus=_gpus_of(gres),
+        features=set() if features in ("(null)", "") else set(features.split(",")),
+        state=state,
+    )
+
+
+def _gpus_of(gres: str) -> dict[str, int]:
+    """gpu:a100:4(S:0-1),gpu:2 -> {"a100": 4, "": 2}."""
+    out: dict[str, int] = {}
+    for item in re.split(r",(?![^()]*\))", gres):
+        parts = re.sub(r"\(.*\)", "", item).split(":")
+        if parts[0] != "gpu":
+            continue
+        count = int(parts[-1]) if parts[-1].isdigit() else 1
+        kind = parts[1] if len(parts) > 2 else ""
+        out[kind] = out.get(kind, 0) + count
+    return out
+
+
+def _unique(nodes: list[Node]) -> list[Node]:
+    seen: dict[str, Node] = {}
+    for node in nodes:
+        seen.setdefault(node.name, node)
+    return list(seen.values())
