@@ -1,0 +1,136 @@
+"""Deviation (forest) plots, one per claim group: per claim with results, the claimed value
+(or the printed difference of a relation), our mean with its 95% interval, each seed's
+value as a dot (the cell's strip of seeds), the tolerance band, the verdict's colour.
+
+Value claims are drawn as deviations from the paper (our value - claimed, in points), so
+every row's band sits around 0; relations as their statistic (e.g. ND - BN) against the
+boundary they must exceed. A figure holds at most MAX_ROWS rows (legible on an A4 page);
+a larger group is split by epoch budget, then in chunks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from markupsafe import Markup
+
+from audit import figures
+from audit.report.common import (
+    NORM_LABELS,
+    arch_label,
+    arch_order,
+    as_values,
+    dataset_label,
+    epochs_value,
+    is_proxy,
+    missing,
+    norm_label,
+    text,
+)
+from audit.report.vocabulary import verdict
+
+MAX_ROWS = 40  # rows per figure; 40 rows of 8-pt labels fill about half an A4 page
+
+
+def deviation_figures(comparison: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per claim group with at least one judged claim: its figures and a caption."""
+    out = []
+    judged = comparison[comparison["n"].fillna(0).astype(float) > 0]
+    for group, rows in judged.groupby("group", sort=False):
+        relation = bool((rows["type"] == "relation").all())
+        if not relation:
+            rows = rows[rows["type"] != "relation"]
+        points = [_point(r, relation) for r in rows.to_dict("records")]
+        for index, chunk in enumerate(_chunks(points)):
+            title = f"{group}" + (f" ({index + 1})" if len(points) > MAX_ROWS else "")
+            svg = figures.forest_svg(
+                pd.DataFrame(chunk),
+                title=f"Deviations of claim group {title}",
+                x_label=(
+                    "our statistic (pp); the claim holds right of the band's left edge"
+                    if relation
+                    else "our value - the paper's (percentage points)"
+                ),
+                relation=relation,
+            )
+            out.append({"group": str(group), "title": title, "svg": Markup(svg)})
+    return out
+
+
+def _point(row: Mapping[str, Any], relation: bool) -> dict[str, Any]:
+    claimed = float(row["claimed"]) if not missing(row.get("claimed")) else math.nan
+    centre = 0.0 if relation or math.isnan(claimed) else claimed
+    seeds = [v - centre for v in as_values(row.get("values"))]
+    return {
+        "panel": _panel(row),
+        "label": _label(row, relation),
+        "sort": (arch_order(row.get("arch")), _epochs_number(row), str(row.get("norm"))),
+        "epochs": _epochs_key(row),
+        "mean": float(row["reproduced_mean"]) - centre,
+        "ci_low": _float(row.get("ci_low")) - centre,
+        "ci_high": _float(row.get("ci_high")) - centre,
+        "band_low": _float(row.get("tol_low")) - centre,
+        "band_high": _float(row.get("tol_high")) - centre,
+        "claimed": claimed if relation else 0.0,
+        "seeds": seeds,
+        "colour": verdict(row["verdict"]).ink,
+        "verdict": verdict(row["verdict"]).label,
+        "proxy": is_proxy(row),
+    }
+
+
+def _panel(row: Mapping[str, Any]) -> str:
+    metric = text(row.get("metric"))
+    suffix = f", {metric}" if metric and metric != "test_top1" else ""
+    return (
+        dataset_label(row.get("dataset")) + suffix
+        if not missing(row.get("dataset"))
+        else (metric or "claims")
+    )
+
+
+def _label(row: Mapping[str, Any], relation: bool) -> str:
+    arch = arch_label(row.get("arch")) if not missing(row.get("arch")) else text(row["claim_id"])
+    epochs = epochs_value(row.get("epochs"))
+    if relation:
+        return f"{arch} {norm_label(row.get('norm'))} {epochs} ep"
+    norm = NORM_LABELS.get(text(row.get("norm")), text(row.get("norm")))
+    if epochs is None:
+        return f"{arch} {norm}"
+    return f"{arch} {norm}{epochs}" if " " not in norm else f"{arch} {norm}, {epochs} ep"
+
+
+def _epochs_number(row: Mapping[str, Any]) -> float:
+    epochs = epochs_value(row.get("epochs"))
+    return float(epochs) if isinstance(epochs, int) else math.inf
+
+
+def _epochs_key(row: Mapping[str, Any]) -> str:
+    return str(epochs_value(row.get("epochs")))
+
+
+def _chunks(points: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Figures of at most MAX_ROWS rows per panel: split by epoch budget, then in chunks."""
+    points = sorted(points, key=lambda p: (p["panel"], p["sort"]))
+    per_panel = pd.Series([p["panel"] for p in points]).value_counts()
+    if per_panel.empty or per_panel.max() <= MAX_ROWS:
+        return [points] if points else []
+    out = []
+    for epochs in dict.fromkeys(p["epochs"] for p in points):
+        part = [p for p in points if p["epochs"] == epochs]
+        size = max(1, MAX_ROWS)
+        panels = dict.fromkeys(p["panel"] for p in part)
+        longest = max(sum(p["panel"] == name for p in part) for name in panels)
+        for start in range(0, longest, size):
+            chunk = []
+            for name in panels:
+                mine = [p for p in part if p["panel"] == name]
+                chunk.extend(mine[start : start + size])
+            out.append(chunk)
+    return out
+
+
+def _float(value: Any) -> float:
+    return math.nan if missing(value) else float(value)
