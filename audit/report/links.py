@@ -4,12 +4,12 @@ reader's choice; the page itself fetches nothing."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import quote
 
-_URL = re.compile(r"https?://[^\s\x00-\x1f\x7f<>\"'`]+")
-_DOI = re.compile(r"10\.\d{4,9}/[^\s\x00-\x1f\x7f<>\"'`]+")
+from audit.claims import LINKS  # the claims loader's own rule: one plain link
+
+_URL, _DOI = LINKS["url"][0], LINKS["doi"][0]
 
 
 def safe_url(value: Any) -> str:
