@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from audit.report.common import arch_label, column, dataset_label
+from audit.report.common import arch_label, arch_order, column, dataset_label
 from audit.report.rundata import stored_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -126,7 +126,8 @@ def models_for(dataset: str) -> list[str]:
     from runners.models import ARCHS, input_kind_of
 
     kind = input_kind_of(dataset)
-    return [arch_label(name) for name, info in ARCHS.items() if kind in info.input_kinds]
+    names = sorted((n for n, info in ARCHS.items() if kind in info.input_kinds), key=arch_order)
+    return [arch_label(name) for name in names]
 
 
 def runners_text() -> str:
