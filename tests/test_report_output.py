@@ -54,7 +54,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def test_the_folder_stands_alone_and_the_page_links_every_file(store, tmp_path):
-    root, results, claims_file = store
+    _, results, claims_file = store
     paths = _render(store, tmp_path / "r", extra_files={"verdicts.json": b'{"claims": []}\n'})
     names = {p.name for p in paths.folder.iterdir()}
     assert names == {"index.html", "results.csv", "comparison.csv", "claims.yaml",
@@ -78,7 +78,7 @@ def test_the_folder_stands_alone_and_the_page_links_every_file(store, tmp_path):
 def test_csv_exports_carry_no_control_characters_and_no_spreadsheet_formula(tmp_path):
     from audit.report.archive import csv_cell
 
-    assert csv_cell("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
+    assert csv_cell('=HYPERLINK("http://x")') == '\'=HYPERLINK("http://x")'
     assert csv_cell("run\x00-id\x1b[31m") == "run-id[31m"
     assert csv_cell(-0.5) == "-0.5" and csv_cell(["a", "b"]) == "a; b"
 
@@ -125,9 +125,12 @@ TMPFS = Path(f"/tmp/nd-audit-full-{uuid.uuid4().hex[:8]}")
 def tiny_disk():
     """A real 256 KiB tmpfs, where the system allows mounting one (root in a container)."""
     TMPFS.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(TMPFS)], capture_output=True
-    ).returncode == 0
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(TMPFS)], capture_output=True
+        ).returncode
+        == 0
+    )
     try:
         if not mounted:
             pytest.skip("cannot mount a tmpfs here (needs root); the fault-injection test ran")
