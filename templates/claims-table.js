@@ -1,6 +1,18 @@
 /* Filter and sort the all-claims table; the page works without it (every row is shown). */
 (function () {
   "use strict";
+  /* A link to a row inside a closed <details> (e.g. #claim-<id>) opens it first. */
+  function reveal() {
+    var id = decodeURIComponent(window.location.hash.slice(1));
+    var target = id ? document.getElementById(id) : null;
+    var box = target ? target.closest("details") : null;
+    if (box && !box.open) {
+      box.open = true;
+      target.scrollIntoView();
+    }
+  }
+  window.addEventListener("hashchange", reveal);
+  reveal();
   var table = document.getElementById("claims-table");
   if (!table) { return; }
   var body = table.tBodies[0];

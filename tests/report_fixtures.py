@@ -69,3 +69,48 @@ def _write_run(run_dir: Path, spec: dict, final: float, epochs: int) -> None:
         device="cuda:0 (NVIDIA H100)",
     )  # fmt: skip
     write_result(run_dir, result)
+
+
+QUICK_DEVIATION = "train_subset=2500 (protocol: None)"
+
+
+def make_quick_like_store(root: Path) -> None:
+    """Run directories like those of `audit run --profile quick`: Fashion-MNIST MLPs (no
+    norm, BN, ND; 20 epochs on a training subset: proxies) and a kernels run, with a plan."""
+    matrix = []
+    for norm, final in (("none", 84.1), ("bn", 85.3), ("nd", 85.9)):
+        spec = {"kind": "classify", "dataset": "fashion-mnist", "arch": "mlp", "norm": norm,
+                "epochs": 20, "seed": 0, "train_subset": 2500}  # fmt: skip
+        run_id = f"quick-mlp-{norm}"
+        _write_run(root / "runs" / run_id, spec, final, 20)
+        result = (root / "runs" / run_id / "result.json").read_text()
+        data = {**__import__("json").loads(result), "deviations": [QUICK_DEVIATION],
+                "device": "cpu", "gpu_seconds": 0.0}  # fmt: skip
+        atomic_write_json(root / "runs" / run_id / "result.json", data)
+        matrix.append({"run_id": run_id, "gpu_hours": 0.004})
+    kernels = root / "runs" / "quick-kernels"
+    kernels.mkdir(parents=True)
+    atomic_write_yaml(kernels / "spec.yaml", {"kind": "kernels", "source": "skimage", "seed": 0})
+    write_result(kernels, RunResult("quick-kernels", "done", metrics={"centre_surround_score": 1.0},
+                                    device="cpu", wall_seconds=40.0))  # fmt: skip
+    matrix.append({"run_id": "quick-kernels", "gpu_hours": 0.02})
+    atomic_write_json(root / "plan.json", {"profile": "quick", "matrix": matrix,
+                                           "label": "quick profile: reduced data"})  # fmt: skip
+
+
+def seed_study_csv(path: Path) -> Path:
+    """The seed study's 36 reproduced Table 1 values (claims.yaml, reference `comp6248`)."""
+    import csv
+
+    claims = full_claims()
+    by_id = claims.by_id()
+    source = next(s for s in claims.reference_sources if s.id == "comp6248")
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["run_id", "dataset", "arch", "norm", "epochs", "seed", "test_top1"])
+        for claim_id, value in source.values.items():
+            exp = by_id[claim_id].experiment
+            run_id = f"comp6248-{exp['arch']}-{exp['norm']}-{exp['dataset']}-e{exp['epochs']}"
+            writer.writerow([run_id, exp["dataset"], exp["arch"], exp["norm"], exp["epochs"], 0,
+                             value.text])  # fmt: skip
+    return path
