@@ -209,9 +209,10 @@ def _forest_panel(
 ) -> None:
     lo, hi = limits
     for y, row in enumerate(rows.itertuples(index=False)):
-        band_lo = max(row.band_low, lo) if math.isfinite(row.band_low) else lo
-        band_hi = min(row.band_high, hi) if math.isfinite(row.band_high) else hi
-        ax.barh(y, band_hi - band_lo, left=band_lo, height=0.78, color=BAND_COLOUR, lw=0)
+        if not (math.isnan(row.band_low) and math.isnan(row.band_high)):  # NaN: unknown band
+            band_lo = max(row.band_low, lo) if math.isfinite(row.band_low) else lo
+            band_hi = min(row.band_high, hi) if math.isfinite(row.band_high) else hi
+            ax.barh(y, band_hi - band_lo, left=band_lo, height=0.78, color=BAND_COLOUR, lw=0)
         if math.isfinite(row.ci_low) and math.isfinite(row.ci_high):
             ax.plot([row.ci_low, row.ci_high], [y, y], color=row.colour, lw=1.4)
         if row.seeds:

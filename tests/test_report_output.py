@@ -271,3 +271,36 @@ def test_one_label_per_norm_in_tables_and_figures():
 
     assert figures.NORM_LABELS is common.NORM_LABELS
     assert common.norm_label("none") == "no norm" and common.norm_label("nd/bn") == "ND/BN"
+
+
+def test_an_imported_seed_study_beside_a_quick_store_is_labelled_by_the_facts(tmp_path):
+    """The example's make-up: the quick profile describes its own 4 runs, its reduced-data
+    MLP claims are proxies (not counted), and the seed study's numbers are judged."""
+    from audit.claims import load_claims
+    from audit.compare import compare
+    from audit.results import load_results, load_results_csv
+    from tests.report_fixtures import QUICK_DEVIATION, make_quick_like_store, seed_study_csv
+
+    make_quick_like_store(tmp_path / "store")
+    csv_file = seed_study_csv(tmp_path / "seed-study.csv")
+    results = pd.concat([load_results(tmp_path / "store"), load_results_csv(csv_file)],
+                        ignore_index=True)  # fmt: skip
+    claims = load_claims(ROOT / "claims.yaml")
+    model = report.build_model(
+        claims, compare(claims, results), results, tmp_path / "store",
+        scope={"results": str(csv_file)},
+    )  # fmt: skip
+    scope = dict(model["scope"])
+    assert scope["profile"] == "quick (the store's 4 runs): quick profile: reduced data"
+    assert scope["results"] == f"4 runs from the store; 36 imported rows ({csv_file})"
+    assert scope["seeds"] == "1 seed (0)"
+    headline = model["headline"]
+    assert headline["overall"].startswith("Of 134 printed numbers, 28 reproduced, 8 outside")
+    assert "3 judged only on proxy runs (not counted)" in headline["overall"]
+    assert headline["proxy_note"].startswith(f"5 claims rest on runs that depart from the "
+                                             f"paper's protocol ({QUICK_DEVIATION})")  # fmt: skip
+    mlp = next(g for g in headline["groups"] if g["group"] == "mlp")
+    assert mlp["sentence"].startswith("Of 6 stated bounds, 3 not run, 3 judged only on proxy")
+    assert [f["title"] for f in model["deviation_figures"]][:2] == ["table1", "mlp"]
+    html = report.render_html(model)
+    assert "quick profile: reduced data" not in html.split('id="outcome"')[1].split("<ul")[0]

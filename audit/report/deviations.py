@@ -35,27 +35,38 @@ MAX_ROWS = 40  # rows per figure; 40 rows of 8-pt labels fill about half an A4 p
 
 
 def deviation_figures(comparison: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per claim group with at least one judged claim: its figures and a caption."""
+    """Per claim group with at least one judged claim: its figures (values and relations
+    apart when a group holds both) and a caption."""
     out = []
     judged = comparison[comparison["n"].fillna(0).astype(float) > 0]
     for group, rows in judged.groupby("group", sort=False):
-        relation = bool((rows["type"] == "relation").all())
-        if not relation:
-            rows = rows[rows["type"] != "relation"]
-        points = [_point(r, relation) for r in rows.to_dict("records")]
-        for index, chunk in enumerate(_chunks(points)):
-            title = f"{group}" + (f" ({index + 1})" if len(points) > MAX_ROWS else "")
-            svg = figures.forest_svg(
-                pd.DataFrame(chunk),
-                title=f"Deviations of claim group {title}",
-                x_label=(
-                    "our statistic (pp); the claim holds right of the band's left edge"
-                    if relation
-                    else "our value - the paper's (percentage points)"
-                ),
-                relation=relation,
-            )
-            out.append({"group": str(group), "title": title, "svg": Markup(svg)})
+        is_relation = rows["type"] == "relation"
+        mixed = bool(is_relation.any() and not is_relation.all())
+        for relation in (False, True):
+            part = rows[is_relation == relation]
+            if len(part):
+                out.extend(_figures(str(group), part, relation, mixed))
+    return out
+
+
+def _figures(group: str, rows: pd.DataFrame, relation: bool, mixed: bool) -> list[dict]:
+    points = [_point(r, relation) for r in rows.to_dict("records")]
+    name = f"{group}, relations" if relation and mixed else group
+    out = []
+    chunks = _chunks(points)
+    for index, chunk in enumerate(chunks):
+        title = name + (f" ({index + 1} of {len(chunks)})" if len(chunks) > 1 else "")
+        svg = figures.forest_svg(
+            pd.DataFrame(chunk),
+            title=f"Deviations of claim group {title}",
+            x_label=(
+                "our statistic (pp); the claim holds right of the band's left edge"
+                if relation
+                else "our value - the paper's (percentage points)"
+            ),
+            relation=relation,
+        )
+        out.append({"group": group, "title": title, "svg": Markup(svg)})
     return out
 
 
@@ -71,8 +82,8 @@ def _point(row: Mapping[str, Any], relation: bool) -> dict[str, Any]:
         "mean": float(row["reproduced_mean"]) - centre,
         "ci_low": _float(row.get("ci_low")) - centre,
         "ci_high": _float(row.get("ci_high")) - centre,
-        "band_low": _float(row.get("tol_low")) - centre,
-        "band_high": _float(row.get("tol_high")) - centre,
+        "band_low": _band(row, claimed)[0] - centre,
+        "band_high": _band(row, claimed)[1] - centre,
         "claimed": claimed if relation else 0.0,
         "seeds": seeds,
         "colour": verdict(row["verdict"]).ink,
@@ -120,16 +131,25 @@ def _chunks(points: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     out = []
     for epochs in dict.fromkeys(p["epochs"] for p in points):
         part = [p for p in points if p["epochs"] == epochs]
-        size = max(1, MAX_ROWS)
         panels = dict.fromkeys(p["panel"] for p in part)
         longest = max(sum(p["panel"] == name for p in part) for name in panels)
-        for start in range(0, longest, size):
+        for start in range(0, longest, MAX_ROWS):
             chunk = []
             for name in panels:
                 mine = [p for p in part if p["panel"] == name]
-                chunk.extend(mine[start : start + size])
+                chunk.extend(mine[start : start + MAX_ROWS])
             out.append(chunk)
     return out
+
+
+def _band(row: Mapping[str, Any], claimed: float) -> tuple[float, float]:
+    """The comparator's tolerance bounds (`tol_low`, `tol_high`), else the Tolerance's own;
+    (nan, nan) when neither is known (no band is drawn then)."""
+    low, high = _float(row.get("tol_low")), _float(row.get("tol_high"))
+    bounds = getattr(row.get("tolerance"), "bounds", None)
+    if math.isnan(low) and math.isnan(high) and callable(bounds) and not math.isnan(claimed):
+        return bounds(claimed)
+    return low, high
 
 
 def _float(value: Any) -> float:
