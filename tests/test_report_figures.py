@@ -61,7 +61,7 @@ DRAWINGS = {
             }
         ),
         title="Training seconds per epoch",
-    ),  # fmt: skip
+    ),
     "cost estimate": lambda: figures.cost_estimate_svg(
         pd.DataFrame(
             {
@@ -71,7 +71,7 @@ DRAWINGS = {
             }
         ),
         title="Measured",
-    ),  # fmt: skip
+    ),
 }
 
 
