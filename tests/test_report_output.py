@@ -304,3 +304,25 @@ def test_an_imported_seed_study_beside_a_quick_store_is_labelled_by_the_facts(tm
     assert [f["title"] for f in model["deviation_figures"]][:2] == ["table1", "mlp"]
     html = report.render_html(model)
     assert "quick profile: reduced data" not in html.split('id="outcome"')[1].split("<ul")[0]
+
+
+def test_cost_compares_measured_hours_with_the_plans_estimates(tmp_path):
+    """plan.json's estimate per run against result.json's GPU seconds; a run estimated at 0
+    GPU-hours (plan.json rounds tiny runs) cannot sit on a log-log plot and is left out."""
+    from runners.rundir import atomic_write_json
+
+    results = make_store(tmp_path)
+    ids = [r for r in results["run_id"] if str(r).startswith("run-cifar10-vgg16")]
+    matrix = [{"run_id": r, "gpu_hours": 0.1} for r in ids] + [
+        {"run_id": "run-mlp-mnist-bn", "gpu_hours": 0.0}
+    ]
+    atomic_write_json(tmp_path / "plan.json", {"profile": "full", "matrix": matrix})
+    model = report.build_model(make_claims(), make_comparison(), results, tmp_path)
+    cost = model["cost"]
+    measured = (3 * 20 * 12 + 3 * 20 * 30) / 3600  # BN and ND runs of VGG-16, CIFAR-10
+    assert cost["estimate"] == (
+        f"6 runs: measured GPU hours {measured:.3f} against 0.600 estimated GPU-hours "
+        f"({measured / 0.6:.2f}× the estimate)."
+    )
+    assert str(cost["estimate_svg"]).startswith("<svg")
+    assert "measured = estimated" in str(cost["estimate_svg"])

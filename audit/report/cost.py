@@ -65,7 +65,9 @@ def _against_estimate(details: pd.DataFrame, estimates: dict[str, float]) -> dic
             details["gpu_seconds"], details["wall_seconds"], strict=True)],
         clock=["GPU" if g > 0 else "wall-clock" for g in details["gpu_seconds"]],
     )  # fmt: skip
-    measured = measured[measured["run_id"].isin(list(estimates)) & (measured["hours"] > 0)]
+    # a log-log plot needs both positive: plan.json rounds a tiny run's estimate to 0
+    planned = [r for r, hours in estimates.items() if hours > 0]
+    measured = measured[measured["run_id"].isin(planned) & (measured["hours"] > 0)]
     if measured.empty:
         return {}
     points = pd.DataFrame(
