@@ -207,21 +207,33 @@ def _forest_limits(rows: pd.DataFrame) -> tuple[float, float]:
 def _forest_panel(
     ax: plt.Axes, rows: pd.DataFrame, longest: int, limits: tuple[float, float], relation: bool
 ) -> None:
+    """One call per kind of mark (bands, intervals, seeds, means), not one per row: a
+    group of 160 claims draws in a fraction of a second."""
     lo, hi = limits
-    for y, row in enumerate(rows.itertuples(index=False)):
-        if not (math.isnan(row.band_low) and math.isnan(row.band_high)):  # NaN: unknown band
-            band_lo = max(row.band_low, lo) if math.isfinite(row.band_low) else lo
-            band_hi = min(row.band_high, hi) if math.isfinite(row.band_high) else hi
-            ax.barh(y, band_hi - band_lo, left=band_lo, height=0.78, color=BAND_COLOUR, lw=0)
-        if math.isfinite(row.ci_low) and math.isfinite(row.ci_high):
-            ax.plot([row.ci_low, row.ci_high], [y, y], color=row.colour, lw=1.4)
-        if row.seeds:
-            ax.plot(row.seeds, [y] * len(row.seeds), "o", ms=2.6, mfc="none", mec="#333333",
-                    mew=0.6)  # fmt: skip
-        face = "white" if row.proxy else row.colour
-        ax.plot([row.mean], [y], "s", ms=4.5, mfc=face, mec=row.colour, mew=1.2)
-        if relation and math.isfinite(row.claimed):
-            ax.plot([row.claimed], [y], "D", ms=3.6, mfc="none", mec="black", mew=0.7)
+    y = np.arange(len(rows), dtype=float)
+    band_low, band_high = rows["band_low"].to_numpy(float), rows["band_high"].to_numpy(float)
+    known = ~(np.isnan(band_low) & np.isnan(band_high))  # NaN both: no band to draw
+    left = np.where(np.isfinite(band_low), np.maximum(band_low, lo), lo)
+    right = np.where(np.isfinite(band_high), np.minimum(band_high, hi), hi)
+    ax.barh(y[known], (right - left)[known], left=left[known], height=0.78, color=BAND_COLOUR,
+            lw=0)  # fmt: skip
+    ci_low, ci_high = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
+    has_ci = np.isfinite(ci_low) & np.isfinite(ci_high)
+    colours = rows["colour"].to_numpy()
+    ax.hlines(y[has_ci], ci_low[has_ci], ci_high[has_ci], colors=colours[has_ci], lw=1.4)
+    seeds_x = [v for seeds in rows["seeds"] for v in seeds]
+    seeds_y = [i for i, seeds in enumerate(rows["seeds"]) for _ in seeds]
+    if seeds_x:
+        ax.plot(seeds_x, seeds_y, "o", ms=2.6, mfc="none", mec="#333333", mew=0.6)
+    proxy = rows["proxy"].to_numpy(bool)
+    means = rows["mean"].to_numpy(float)
+    faces = np.where(proxy, "white", colours)
+    ax.scatter(means, y, marker="s", s=20, c=list(faces), edgecolors=list(colours),
+               linewidths=1.2, zorder=3)  # fmt: skip
+    claimed = rows["claimed"].to_numpy(float)
+    if relation and np.isfinite(claimed).any():
+        ok = np.isfinite(claimed)
+        ax.plot(claimed[ok], y[ok], "D", ms=3.6, mfc="none", mec="black", mew=0.7)
     ax.axvline(0, color="black", lw=0.6)
     ax.set_yticks(range(len(rows)), list(rows["label"]))
     ax.set_ylim(longest - 0.5, -0.5)  # first row on top; panels share the row height

@@ -101,3 +101,27 @@ def test_legends_sit_outside_every_panel_and_the_figure_fits_a4(name, monkeypatc
         assert title is None or not legend.overlaps(title), (legend, title)
     width = float(re.search(r'<svg[^>]* width="([\d.]+)pt"', svg).group(1))
     assert width <= A4_TEXT_WIDTH_PT, width
+
+
+def test_a_large_group_draws_at_most_four_figures_with_the_farthest_claims():
+    """10,000 claims must not become 250 figures: 160 rows at most, those farthest outside
+    their band, and the caption says how many were left to the table."""
+    from audit.report.deviations import MAX_FIGURES, MAX_ROWS, deviation_figures
+
+    n = 200
+    deviation = np.r_[np.full(n - 1, 0.1), 7.0]  # one claim far outside its ±1 band
+    comparison = pd.DataFrame(
+        {"claim_id": [f"t.arch{i}.nd20" for i in range(n)], "group": "t", "type": "value",
+         "dataset": "cifar10", "arch": [f"arch{i}" for i in range(n)], "norm": "nd",
+         "epochs": 20, "metric": "test_top1", "claimed": 90.0,
+         "reproduced_mean": 90.0 + deviation, "n": 1, "ci_low": np.nan, "ci_high": np.nan,
+         "tol_low": 89.0, "tol_high": 91.0,
+         "verdict": np.where(deviation > 1, "not_reproduced", "reproduced"),
+         "values": [[90.0 + d] for d in deviation], "deviations": [[] for _ in range(n)]}
+    )  # fmt: skip
+    drawn = deviation_figures(comparison)
+    assert len(drawn) == MAX_FIGURES
+    assert drawn[-1]["title"].endswith(
+        f"; the {n - MAX_ROWS * MAX_FIGURES} claims nearest the paper are in the all-claims table"
+    )
+    assert sum("arch199 ND20" in str(f["svg"]) for f in drawn) == 1  # the far one is drawn

@@ -32,6 +32,7 @@ from audit.report.common import (
 from audit.report.vocabulary import verdict
 
 MAX_ROWS = 40  # rows per figure; 40 rows of 8-pt labels fill about half an A4 page
+MAX_FIGURES = 4  # per group and kind: beyond 160 rows, the claims farthest out are drawn
 
 
 def deviation_figures(comparison: pd.DataFrame) -> list[dict[str, Any]]:
@@ -51,11 +52,15 @@ def deviation_figures(comparison: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _figures(group: str, rows: pd.DataFrame, relation: bool, mixed: bool) -> list[dict]:
     points = [_point(r, relation) for r in rows.to_dict("records")]
+    shown = _farthest(points, MAX_ROWS * MAX_FIGURES)
     name = f"{group}, relations" if relation and mixed else group
+    left_out = len(points) - len(shown)
     out = []
-    chunks = _chunks(points)
+    chunks = _chunks(shown)
     for index, chunk in enumerate(chunks):
         title = name + (f" ({index + 1} of {len(chunks)})" if len(chunks) > 1 else "")
+        if left_out and index == len(chunks) - 1:
+            title += f"; the {left_out} claims nearest the paper are in the all-claims table"
         svg = figures.forest_svg(
             pd.DataFrame(chunk),
             title=f"Deviations of claim group {title}",
@@ -90,6 +95,20 @@ def _point(row: Mapping[str, Any], relation: bool) -> dict[str, Any]:
         "verdict": verdict(row["verdict"]).label,
         "proxy": is_proxy(row),
     }
+
+
+def _farthest(points: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """At most `limit` points: those farthest outside (then nearest the edge of) their band."""
+    if len(points) <= limit:
+        return points
+
+    def outside(point: dict[str, Any]) -> float:
+        low, high = point["band_low"], point["band_high"]
+        below = low - point["mean"] if math.isfinite(low) else -math.inf
+        above = point["mean"] - high if math.isfinite(high) else -math.inf
+        return max(below, above)
+
+    return sorted(points, key=outside, reverse=True)[:limit]
 
 
 def _panel(row: Mapping[str, Any]) -> str:
