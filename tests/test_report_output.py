@@ -326,3 +326,17 @@ def test_cost_compares_measured_hours_with_the_plans_estimates(tmp_path):
     )
     assert str(cost["estimate_svg"]).startswith("<svg")
     assert "measured = estimated" in str(cost["estimate_svg"])
+
+
+def test_a_run_directory_name_in_a_kernel_figure_loses_its_bidi_control(tmp_path):
+    import numpy as np
+
+    from audit.report.kernels import kernels_section
+
+    run_id = "kernels-\u202eevil"
+    run_dir = tmp_path / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    np.savez(run_dir / "kernels.npz", kernels=np.ones((2, 5, 5)))
+    results = pd.DataFrame([dict(run_id=run_id, kind="kernels", status="done")])
+    figure = str(kernels_section(results, tmp_path)[0]["figure"])
+    assert "\u202e" not in figure and "kernels-&lt;U+202E&gt;evil" in figure

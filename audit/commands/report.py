@@ -3,7 +3,9 @@
     audit report [--store runs | --results-csv FILE ...] [--claims claims.yaml]
                  [--name NAME] [--out reports] [--no-pdf] [--group G ...]
 
-writes `<out>/<name>/index.html` (self-contained) and `<out>/<name>/report.pdf`.
+writes `<out>/<name>/index.html` (self-contained), `<out>/<name>/report.pdf` and the archive
+beside them (results.csv, comparison.csv, the claims file, environment.json), all or nothing;
+docs/report.md describes the folder.
 """
 
 from __future__ import annotations

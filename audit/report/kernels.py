@@ -14,6 +14,7 @@ from markupsafe import Markup
 
 from audit import figures
 from audit.report.common import missing, number, text
+from audit.report.render import clean_text
 from audit.report.rundata import read_json, run_dirs
 from runners.rundir import RESULT_FILE
 
@@ -63,5 +64,6 @@ def _figure(run_dir: Path) -> Markup | None:
                 kernels = archive[name]
         except (OSError, ValueError, IndexError, EOFError, zipfile.BadZipFile):
             return None  # an empty or torn archive: the run's scores are still shown
-        return Markup(figures.kernels_svg(kernels, title=f"{name} ({run_dir.name})"))
+        title = clean_text(f"{name} ({run_dir.name})")  # a directory name is untrusted text
+        return Markup(figures.kernels_svg(kernels, title=title))
     return None
