@@ -64,11 +64,7 @@ def _figures(group: str, rows: pd.DataFrame, relation: bool, mixed: bool) -> lis
         svg = figures.forest_svg(
             pd.DataFrame(chunk),
             title=f"Deviations of claim group {title}",
-            x_label=(
-                "our statistic (pp); the claim holds right of the band's left edge"
-                if relation
-                else "our value - the paper's (percentage points)"
-            ),
+            x_label=_x_label(rows, relation),
             relation=relation,
         )
         out.append({"group": group, "title": title, "svg": Markup(svg)})
@@ -95,6 +91,16 @@ def _point(row: Mapping[str, Any], relation: bool) -> dict[str, Any]:
         "verdict": verdict(row["verdict"]).label,
         "proxy": is_proxy(row),
     }
+
+
+PERCENT_METRICS = ("test_top1", "test_top5")  # accuracies in percent: differences in points
+
+
+def _x_label(rows: pd.DataFrame, relation: bool) -> str:
+    unit = " (pp)" if rows["metric"].isin(PERCENT_METRICS).all() else ""
+    if relation:
+        return f"our statistic{unit}; the claim holds right of the band's left edge"
+    return f"our value - the paper's{unit}"
 
 
 def _farthest(points: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:

@@ -20,7 +20,6 @@ from audit.report.rundata import stored_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 METHOD_DOC = "docs/method.md"  # the method and every fidelity option, as the harness runs it
-REPORT_DOC = "docs/report.md"
 
 
 @dataclass
