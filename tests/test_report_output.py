@@ -340,3 +340,20 @@ def test_a_run_directory_name_in_a_kernel_figure_loses_its_bidi_control(tmp_path
     results = pd.DataFrame([dict(run_id=run_id, kind="kernels", status="done")])
     figure = str(kernels_section(results, tmp_path)[0]["figure"])
     assert "\u202e" not in figure and "kernels-&lt;U+202E&gt;evil" in figure
+
+
+def test_an_interrupt_between_two_files_leaves_no_temp_file(store, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    calls = {"n": 0}
+    real_fsync = os.fsync
+
+    def interrupted(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        real_fsync(fd)
+
+    monkeypatch.setattr(output.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _render(store, out)
+    assert list(out.iterdir()) == []

@@ -35,11 +35,13 @@ def write_all(out_dir: Path, files: Mapping[str, bytes]) -> None:
         for name in set(OUTPUTS) - set(files):
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / name).unlink()
-    except OSError as exc:
+    except BaseException as exc:  # a full disk, or Ctrl-C between two files: no temp stays
         for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        raise _error(exc, out_dir) from None
+        if isinstance(exc, OSError):
+            raise _error(exc, out_dir) from None
+        raise
 
 
 def _stage(out_dir: Path, name: str, data: bytes) -> Path:
