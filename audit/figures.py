@@ -183,7 +183,7 @@ def forest_svg(
     lo, hi = _forest_limits(rows)
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(
-            1, len(panels), figsize=(min(PAGE_WIDTH, 4.8 * len(panels)), 1.5 + 0.155 * longest),
+            1, len(panels), figsize=(min(PAGE_WIDTH, 4.8 * len(panels)), 1.4 + 0.145 * longest),
             squeeze=False, sharex=True,
         )  # fmt: skip
         for ax, panel in zip(axes.flat, panels, strict=True):

@@ -4,8 +4,8 @@ value as a dot (the cell's strip of seeds), the tolerance band, the verdict's co
 
 Value claims are drawn as deviations from the paper (our value - claimed, in points), so
 every row's band sits around 0; relations as their statistic (e.g. ND - BN) against the
-boundary they must exceed. A figure holds at most MAX_ROWS rows (legible on an A4 page);
-a larger group is split by epoch budget, then in chunks."""
+boundary they must exceed. A figure holds at most MAX_ROWS rows per panel (legible on an A4
+page); a larger group is split into even chunks, at most MAX_FIGURES of them."""
 
 from __future__ import annotations
 
@@ -79,7 +79,6 @@ def _point(row: Mapping[str, Any], relation: bool) -> dict[str, Any]:
         "panel": _panel(row),
         "label": _label(row, relation),
         "sort": (arch_order(row.get("arch")), _epochs_number(row), str(row.get("norm"))),
-        "epochs": _epochs_key(row),
         "mean": float(row["reproduced_mean"]) - centre,
         "ci_low": _float(row.get("ci_low")) - centre,
         "ci_high": _float(row.get("ci_high")) - centre,
@@ -143,28 +142,21 @@ def _epochs_number(row: Mapping[str, Any]) -> float:
     return float(epochs) if isinstance(epochs, int) else math.inf
 
 
-def _epochs_key(row: Mapping[str, Any]) -> str:
-    return str(epochs_value(row.get("epochs")))
-
-
 def _chunks(points: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Figures of at most MAX_ROWS rows per panel: split by epoch budget, then in chunks."""
+    """As few figures as keep every panel within MAX_ROWS rows, in even chunks of the
+    paper's order (60 rows per panel: two figures of 30, not 40 and 20)."""
     points = sorted(points, key=lambda p: (p["panel"], p["sort"]))
-    per_panel = pd.Series([p["panel"] for p in points]).value_counts()
-    if per_panel.empty or per_panel.max() <= MAX_ROWS:
-        return [points] if points else []
-    out = []
-    for epochs in dict.fromkeys(p["epochs"] for p in points):
-        part = [p for p in points if p["epochs"] == epochs]
-        panels = dict.fromkeys(p["panel"] for p in part)
-        longest = max(sum(p["panel"] == name for p in part) for name in panels)
-        for start in range(0, longest, MAX_ROWS):
-            chunk = []
-            for name in panels:
-                mine = [p for p in part if p["panel"] == name]
-                chunk.extend(mine[start : start + MAX_ROWS])
-            out.append(chunk)
-    return out
+    panels = {name: [p for p in points if p["panel"] == name] for name in
+              dict.fromkeys(p["panel"] for p in points)}  # fmt: skip
+    longest = max((len(rows) for rows in panels.values()), default=0)
+    if not longest:
+        return []
+    count = math.ceil(longest / MAX_ROWS)
+    size = math.ceil(longest / count)
+    return [
+        [p for rows in panels.values() for p in rows[start : start + size]]
+        for start in range(0, longest, size)
+    ]
 
 
 def _band(row: Mapping[str, Any], claimed: float) -> tuple[float, float]:
