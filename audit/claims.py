@@ -62,6 +62,13 @@ DIRECTIONS = ("two-sided", "at-least")
 RELATION_OPS = (">", ">=")
 _NAME_CHOICES = {"kind": KINDS, "dataset": DATASETS, "arch": ARCHS, "norm": NORMS}
 _ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+# Links the report may show (a reference's `url`/`doi`, the paper's `url`/`pdf`): one plain
+# http(s) URL or one DOI, nothing a browser would run or fetch on its own.
+LINKS = {
+    "url": (re.compile(r"https?://[^\s<>\"'`\x00-\x1f\x7f]+"), "an http(s) URL"),
+    "pdf": (re.compile(r"https?://[^\s<>\"'`\x00-\x1f\x7f]+"), "an http(s) URL"),
+    "doi": (re.compile(r"10\.\d{4,9}/[^\s<>\"'`\x00-\x1f\x7f]+"), "a DOI like 10.5281/zenodo.123"),
+}
 
 _TAG = "tag:yaml.org,2002:"
 
@@ -170,6 +177,8 @@ class ReferenceSource:
     runs_per_cell: str
     caveats: list[str]
     values: dict[str, ReferenceValue]  # claim id -> value
+    url: str = ""  # where to read it (validated: LINKS)
+    doi: str = ""  # its article's DOI, e.g. 10.5281/zenodo.15321683
 
 
 @dataclass
@@ -624,7 +633,10 @@ RELATION_FIELDS = (
     "note",
     "gate",
 )
-REFERENCE_FIELDS = ("id", "title", "source", "runs_per_cell", "caveats", "columns", "series")
+REFERENCE_FIELDS = (
+    *("id", "title", "source", "runs_per_cell", "caveats", "columns", "series"),
+    *("url", "doi"),
+)
 OVERRIDE_FIELDS = ("tolerance", "note", "gate")
 # Experiment fields a table's layout may set per row; other layout entries are printed text.
 ROW_FIELDS = ("kind", "dataset", "arch", "norm", "epochs")
@@ -679,7 +691,10 @@ def _build(reader: _Reader, root: Y, path: Path) -> ClaimSet:
         raise reader.fail(
             root.line, "the file defines no claim; add a `tables:` or `claims:` block"
         )
-    meta = {"paper": free_mapping(reader, top.node.value.get("paper"))}
+    paper = top.node.value.get("paper")
+    for key in ("url", "pdf") if paper is not None and isinstance(paper.value, dict) else ():
+        check_link(reader, paper.value.get(key), key)
+    meta = {"paper": free_mapping(reader, paper)}
     meta["sources"] = free_mapping(reader, top.node.value.get("sources"))
     return ClaimSet(claims, references, path, meta)
 
@@ -1230,7 +1245,20 @@ def _parse_reference(reader: _Reader, node: Y, by_id: dict[str, Claim]) -> Refer
         runs_per_cell=block.text("runs_per_cell", "not stated"),
         caveats=caveats,
         values=values,
+        url=check_link(reader, node.value.get("url"), "url"),
+        doi=check_link(reader, node.value.get("doi"), "doi"),
     )
+
+
+def check_link(reader: _Reader, node: Y | None, key: str) -> str:
+    """A `url`/`pdf`/`doi` value as LINKS allows it ("" when absent)."""
+    if node is None:
+        return ""
+    text = as_str(reader, node, key)
+    pattern, what = LINKS[key]
+    if not pattern.fullmatch(text):
+        raise reader.fail(node.line, f"{key} {text!r} is not {what}; write exactly one link")
+    return text
 
 
 def _reference_series(

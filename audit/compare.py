@@ -165,15 +165,24 @@ def within_band(
     return low - _EPS <= value <= high + _EPS
 
 
-def judge_single_value(value: float, claim: Claim) -> str | None:
+def judge_single_value(
+    value: float,
+    claim: Claim | None = None,
+    *,
+    claimed: float | None = None,
+    tolerance: Tolerance | None = None,
+) -> str | None:
     """The verdict one number gets for a value claim (n = 1: the single-run rule):
     reproduced, better_than_claimed or worse_than_claimed; None when nothing to judge."""
-    inside = within_band(value, claim)
+    if claim is not None:
+        claimed = claim.claimed if claimed is None else claimed
+        tolerance = claim.tolerance if tolerance is None else tolerance
+    inside = within_band(value, claimed=claimed, tolerance=tolerance)
     if inside is None:
         return None
     if inside:
         return "reproduced"
-    return "better_than_claimed" if value > claim.claimed else "worse_than_claimed"
+    return "better_than_claimed" if value > claimed else "worse_than_claimed"
 
 
 # --------------------------------------------------------------------------- matching

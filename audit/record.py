@@ -118,6 +118,13 @@ def write_verdict_record(path: Path, table: pd.DataFrame, allowed: set[str] | No
     return record
 
 
+def record_file(table: pd.DataFrame, allowed: set[str] | None = None,
+                **context: Any) -> dict[str, bytes]:  # fmt: skip
+    """{RECORD_NAME: bytes} for a report folder, written with the report as one set."""
+    record = build_verdict_record(table, allowed, **context)
+    return {RECORD_NAME: record_json(record).encode("utf-8")}
+
+
 def record_json(record: dict[str, Any]) -> str:
     # One line: without `indent`, json uses its C encoder (10,000 claims in 0.1 s, not 6 s).
     return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"

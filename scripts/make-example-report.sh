@@ -19,7 +19,11 @@ fi
 
 mkdir -p reports/example/inputs
 .venv/bin/python - <<'PY'
-"""Write the seed study's reproduced values (claims.yaml, reference `comp6248`) as a CSV."""
+"""Write the seed study's reproduced values (claims.yaml, reference `comp6248`) as a CSV.
+
+Where the numbers come from goes into `reason`, not `deviations`: the seed study ran the
+authors' code with their protocol, so its numbers are not proxies (a deviation would make
+the report count every one of them as a proxy, neither reproduced nor refuted)."""
 import csv
 from pathlib import Path
 
@@ -31,7 +35,7 @@ source = next(s for s in claims.reference_sources if s.id == "comp6248")
 path = Path("reports/example/inputs/seed-study.csv")
 with path.open("w", newline="", encoding="utf-8") as handle:
     writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(["run_id", "dataset", "arch", "norm", "epochs", "seed", "test_top1", "deviations"])
+    writer.writerow(["run_id", "dataset", "arch", "norm", "epochs", "seed", "test_top1", "reason"])
     for claim_id, value in source.values.items():
         exp = by_id[claim_id].experiment
         run_id = f"comp6248-{exp['arch']}-{exp['norm']}-{exp['dataset']}-e{exp['epochs']}"

@@ -3,8 +3,9 @@
     audit report [--store runs | --results-csv FILE ...] [--claims claims.yaml]
                  [--name NAME] [--out reports] [--no-pdf] [--group G ...]
 
-writes `<out>/<name>/index.html` (self-contained), `<out>/<name>/report.pdf` and the verdict
-record `<out>/<name>/verdicts.json` (docs/verdicts.md).
+writes `<out>/<name>/index.html` (self-contained), `<out>/<name>/report.pdf` and the archive
+beside them (results.csv, comparison.csv, the claims file, environment.json, the verdict record
+verdicts.json of docs/verdicts.md), all or nothing; docs/report.md describes the folder.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     from audit.commands.check import scope_to_store_plan, select_claims
     from audit.compare import compare
     from audit.escalate import read_design
-    from audit.record import RECORD_NAME, write_verdict_record
+    from audit.record import record_file
     from audit.report import DEFAULT_TITLE, render_report
 
     claims = select_claims(args)
@@ -66,6 +67,16 @@ def main(args: argparse.Namespace) -> int:
         scope["results"] = ", ".join(str(p) for p in args.results)
     design = read_design(store)
     comparison = compare(claims, results, design)
+    record = record_file(
+        comparison,
+        claims=claims,
+        claims_path=args.claims,
+        store=store,
+        results=args.results or [],
+        results_table=results,
+        command=command_line(),
+        design=design,
+    )
     paths = render_report(
         claims,
         comparison,
@@ -77,17 +88,7 @@ def main(args: argparse.Namespace) -> int:
         command=command_line(),
         claims_path=args.claims,
         pdf=not args.no_pdf,
-    )
-    write_verdict_record(
-        args.out / args.name / RECORD_NAME,
-        comparison,
-        claims=claims,
-        claims_path=args.claims,
-        store=store,
-        results=args.results or [],
-        results_table=results,
-        command=command_line(),
-        design=design,
+        extra_files=record,
     )
     print(f"audit report: wrote {paths.html}" + (f" and {paths.pdf}" if paths.pdf else ""))
     return 0

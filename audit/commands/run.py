@@ -271,39 +271,32 @@ def _check_and_report(
     if args.no_report:
         return
     try:
-        paths = _render(args, plan, claims, table, results, store)
+        paths = _render(args, plan, claims, table, results, store, design)
     except OSError as exc:
         raise AuditError(
             f"cannot write the report under {args.reports}: {exc.strerror or exc}; "
             "the runs are kept; rerun with --reports DIR (nothing is retrained)"
         ) from None
     print(f"audit run: report {paths.html}" + (f" and {paths.pdf}" if paths.pdf else ""))
-    _record(args, plan, claims, table, results, store, design)
 
 
-def _record(
-    args: argparse.Namespace, plan: Plan, claims: Any, table: Any, results: Any, store: Store,
-    design: Any,
-) -> None:  # fmt: skip
-    """verdicts.json beside the report (docs/verdicts.md)."""
+def _render(args, plan, claims, table, results, store, design):
+    """The report, with the verdict record (verdicts.json, docs/verdicts.md) in its folder."""
     from audit.check import passing_verdicts
-    from audit.record import RECORD_NAME, write_verdict_record
+    from audit.record import record_file
+    from audit.report import render_report
 
-    write_verdict_record(
-        args.reports / plan.profile.name / RECORD_NAME,
+    command = " ".join(["audit", *sys.argv[1:]])
+    record = record_file(
         table,
         passing_verdicts(),
         claims=claims,
         claims_path=args.claims,
         store=store.root,
         results_table=results,
+        command=command,
         design=design,
     )
-
-
-def _render(args, plan, claims, table, results, store):
-    from audit.report import render_report  # the report issue's renderer
-
     return render_report(
         claims,
         table,
@@ -315,9 +308,10 @@ def _render(args, plan, claims, table, results, store):
             "executor": args.executor,
             "label": plan.label,
         },
-        command=" ".join(["audit", *sys.argv[1:]]),
+        command=command,
         claims_path=args.claims,
         pdf=not args.no_pdf,
+        extra_files=record,
     )
 
 

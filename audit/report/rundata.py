@@ -1,0 +1,141 @@
+"""What the report reads from run directories beyond the results table: devices, seconds,
+ND options, log tails, per-epoch curves, and the plan's cost estimates (plan.json).
+
+A run directory that cannot be read contributes nothing here; the results table already
+reports it (status `corrupt`), so the report never crashes on a damaged store."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audit.store import PLAN_FILE
+from runners.rundir import LOG_FILE, METRICS_FILE, RESULT_FILE, read_jsonl, read_spec
+
+LOG_TAIL_LINES = 20
+DETAIL_COLUMNS = [
+    "run_id",
+    "device",
+    "wall_seconds",
+    "gpu_seconds",
+    "seconds_per_epoch",
+    "nd_options",
+    "log_tail",
+]
+CURVE_COLUMNS = ["run_id", "dataset", "arch", "norm", "epochs", "seed", "epoch", "test_top1"]
+
+
+def run_dirs(store_dir: Path | None, results: pd.DataFrame) -> dict[str, Path]:
+    """run id -> its directory, for the results rows that have one in the store."""
+    if store_dir is None or "run_id" not in results:
+        return {}
+    runs = Path(store_dir) / "runs"
+    ids = [str(r) for r in results["run_id"].dropna()]
+    return {run_id: runs / run_id for run_id in ids if (runs / run_id).is_dir()}
+
+
+def load_run_details(store_dir: Path | None, results: pd.DataFrame) -> pd.DataFrame:
+    """Per run: device, wall and GPU seconds (result.json), seconds per epoch
+    (metrics.jsonl), the ND options (spec.yaml) and, for runs that did not finish, the
+    tail of log.txt: what the cost, failure and methods sections need."""
+    rows = []
+    for run_id, run_dir in run_dirs(store_dir, results).items():
+        result = read_json(run_dir / RESULT_FILE)
+        seconds = [m["seconds"] for m in _metrics(run_dir) if _finite(m.get("seconds"))]
+        rows.append(
+            {
+                "run_id": run_id,
+                "device": str(result.get("device") or ""),
+                "wall_seconds": _seconds(result.get("wall_seconds")),
+                "gpu_seconds": _seconds(result.get("gpu_seconds")),
+                "seconds_per_epoch": float(np.mean(seconds)) if seconds else math.nan,
+                "nd_options": _nd_options(run_dir),
+                "log_tail": "" if result.get("status") == "done" else log_tail(run_dir / LOG_FILE),
+            }
+        )
+    return pd.DataFrame(rows, columns=DETAIL_COLUMNS)
+
+
+def load_curves(store_dir: Path | None, results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (classification run, epoch) with the run's dataset, arch, norm, seed."""
+    dirs = run_dirs(store_dir, results)
+    frames = []
+    for run in results[results["run_id"].isin(list(dirs))].to_dict("records") if dirs else []:
+        lines = [
+            {"epoch": m["epoch"], "test_top1": m["test_top1"]}
+            for m in _metrics(dirs[run["run_id"]])
+            if _finite(m.get("test_top1")) and _finite(m.get("epoch"))
+        ]
+        if lines:
+            frame = pd.DataFrame(lines)
+            frames.append(frame.assign(**{k: run.get(k) for k in CURVE_COLUMNS[:6]}))
+    if not frames:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[CURVE_COLUMNS]
+
+
+def planned_hours(store_dir: Path | None) -> dict[str, float]:
+    """run id -> the GPU-hours `audit plan` estimated for it (the store's plan.json)."""
+    if store_dir is None:
+        return {}
+    matrix = read_json(Path(store_dir) / PLAN_FILE).get("matrix")
+    out = {}
+    for entry in matrix if isinstance(matrix, list) else []:
+        if isinstance(entry, Mapping) and _finite(entry.get("gpu_hours")):
+            out[str(entry.get("run_id"))] = float(entry["gpu_hours"])
+    return out
+
+
+def stored_plan(store_dir: Path | None) -> dict[str, Any]:
+    """The store's plan.json (profile, label, seeds), or {}."""
+    return read_json(Path(store_dir) / PLAN_FILE) if store_dir is not None else {}
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}  # a run without (or with a torn) result.json is reported by the results table
+    return data if isinstance(data, dict) else {}
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _metrics(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        lines = read_jsonl(run_dir / METRICS_FILE)
+    except (OSError, ValueError, RecursionError):
+        return []
+    return [line for line in lines if isinstance(line, dict)]
+
+
+def _nd_options(run_dir: Path) -> str:
+    """The ND fidelity options of an ND run's effective spec, as `key=value` text."""
+    try:
+        spec = read_spec(run_dir)
+    except Exception:
+        return ""
+    options = spec.get("nd") if isinstance(spec, dict) and spec.get("norm") == "nd" else None
+    if not isinstance(options, Mapping):
+        return ""
+    return ", ".join(f"{key}={value}" for key, value in sorted(options.items()))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _seconds(value: Any) -> float:
+    return float(value) if _finite(value) else 0.0
