@@ -62,7 +62,7 @@ def headline(comparison: pd.DataFrame) -> dict[str, Any]:
 
 
 def group_sentence(rows: list[dict[str, Any]], statements: bool = True) -> str:
-    """`Of 36 printed numbers, 20 reproduced, 2 better than claimed, 6 worse than claimed, 8 not run.`"""
+    """`Of 36 printed numbers, 20 reproduced, 8 worse than claimed, 8 not run.`"""
     parts = [_type_clause(rows, kind, statements) for kind in NOUNS]
     return _capital("; ".join(p for p in parts if p)) + "."
 
