@@ -47,7 +47,13 @@ from torch.utils.data import DataLoader
 
 from runners import rundir
 from runners.data import Data, load_data
-from runners.deconv import NonFiniteStatisticsError, resolve_ns_impl
+from runners.deconv import (
+    NonFiniteStatisticsError,
+    defer_statistics_checks,
+    nonfinite_statistics,
+    resolve_ns_impl,
+    statistics_finite,
+)
 from runners.errors import RunnerInputError
 from runners.models import build_model, input_kind_of
 from runners.specs.classify import ClassifySpec
@@ -57,6 +63,9 @@ MULTISTEP_FIRST = 0.4  # the authors' --milestone: first decay at 0.4 E, then ev
 MULTISTEP_GAMMA = 0.1  # --multistep-gamma
 # provenance.json's wording of the layers' default ("auto") Newton-Schulz implementation
 NS_GRADIENT = {"closed_form": "closed-form gradient", "unrolled": "unrolled autograd"}
+# Execution option `compile_mode`: how the model's training step is compiled (never a spec
+# field: the compiled step equals eager up to rounding, tests/test_deconv_speed.py).
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 
 class Diverged(Exception):
@@ -75,6 +84,7 @@ def run(
     download: bool = False,
     threads: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    compile_mode: str | None = None,
 ) -> rundir.RunResult:
     """Train `spec` into `run_dir` (resuming from its checkpoint) and return the result.
 
@@ -82,7 +92,8 @@ def run(
     `threads` sets torch's CPU threads for the run (on a busy shared CPU, fewer spinning
     OpenMP threads can be many times faster). `on_epoch` is called with each epoch's
     metrics line after its checkpoint is written (progress reporting; an exception raised
-    there stops the run, which stays resumable).
+    there stops the run, which stays resumable). `compile_mode` (COMPILE_MODES; None = "none")
+    runs the model through torch.compile ("reduce-overhead" adds CUDA graphs on a GPU).
     """
     attempt_start = time.perf_counter()
     cfg = ClassifySpec.from_dict(dict(spec))
@@ -111,6 +122,7 @@ def run(
         optimizer = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
+        step_model = prepare_step_model(model, dev, compile_mode)
         iters_per_epoch = len(data.train_loader)
         scheduler = make_scheduler(cfg, optimizer, iters_per_epoch)
 
@@ -123,7 +135,9 @@ def run(
         rewrite_metrics(run_dir, state.history)
 
         deviations = cfg.deviations() + data_deviations(data)
-        write_provenance(run_dir, cfg, dev, data, precision, deviations, state, num_workers)
+        write_provenance(
+            run_dir, cfg, dev, data, precision, deviations, state, num_workers, compile_mode
+        )
         say(
             f"{cfg.arch}/{cfg.norm} on {cfg.dataset}: {cfg.epochs} epoch(s) x {iters_per_epoch} "
             f"iterations, {data.provenance['train_images_used']} train / "
@@ -141,7 +155,7 @@ def run(
         reason = None
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
             try:
-                record = train_and_evaluate(cfg, model, optimizer, scheduler, data, dev, epoch)
+                record = train_and_evaluate(cfg, step_model, optimizer, scheduler, data, dev, epoch)
             except Diverged as exc:
                 reason = str(exc)
                 say(f"DIVERGED: {reason}")
@@ -227,7 +241,9 @@ def train_epoch(
         except NonFiniteStatisticsError as exc:
             raise Diverged(f"epoch {epoch}, step {step}: {exc}") from None
         loss = F.cross_entropy(outputs, labels)
-        value = loss.item()  # one sync per step, as the authors' running-loss logging
+        value, finite = loss_and_statistics(loss, model)  # one sync per step
+        if not finite:
+            raise Diverged(f"epoch {epoch}, step {step}: {nonfinite_statistics(model)}")
         if not math.isfinite(value):
             raise Diverged(f"epoch {epoch}, step {step}: the training loss is {value}")
         loss.backward()
@@ -239,6 +255,34 @@ def train_epoch(
         seen += labels.size(0)
         correct += (outputs.argmax(dim=1) == labels).sum()
     return loss_sum / seen, 100.0 * correct.item() / seen, seen
+
+
+def loss_and_statistics(loss: torch.Tensor, model: nn.Module) -> tuple[float, bool]:
+    """The step's loss and whether the ND layers' deferred statistics checks passed, in one
+    host read (as the authors' running-loss logging; the only sync of a training step)."""
+    finite = statistics_finite(model)
+    if finite is None:
+        return loss.item(), True
+    value, ok = torch.stack([loss.detach().double(), finite.double()]).tolist()
+    return value, ok == 1.0
+
+
+def prepare_step_model(model: nn.Module, dev: torch.device, compile_mode: str | None) -> nn.Module:
+    """The module the training loop calls: `model`, or torch.compile of it.
+
+    On a GPU, and whenever the step is compiled, the ND layers check their statistics for
+    NaN/inf without a host sync (deferred to `loss_and_statistics`, same error, buffers
+    equally protected; runners/deconv.py `_check_finite`)."""
+    mode = compile_mode or "none"
+    if mode not in COMPILE_MODES:
+        raise RunnerInputError(
+            f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}"
+        )
+    if dev.type == "cuda" or mode != "none":
+        defer_statistics_checks(model)
+    if mode == "none":
+        return model
+    return torch.compile(model, mode=None if mode == "default" else mode)
 
 
 @torch.no_grad()
@@ -539,6 +583,7 @@ def write_provenance(
     deviations: list[str],
     state: TrainState,
     num_workers: int,
+    compile_mode: str | None = None,
 ) -> None:
     """provenance.json of this attempt; earlier attempts' records are kept under `attempts`."""
     path = run_dir / rundir.PROVENANCE_FILE
@@ -561,6 +606,10 @@ def write_provenance(
         cpu_threads=torch.get_num_threads(),
         # How the Newton-Schulz inverse root is differentiated (same values up to rounding):
         newton_schulz=NS_GRADIENT[resolve_ns_impl("auto", dev)],
+        compile_mode=compile_mode or "none",
+        statistics_check="deferred"
+        if dev.type == "cuda" or compile_mode not in (None, "none")
+        else "immediate",
         dataset=data.provenance,
         deviations=deviations,
         resumed_from_epoch=state.epoch,
@@ -651,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
         help="data-loader worker processes (default: 0 on the CPU, up to 16 on a GPU)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--compile", choices=COMPILE_MODES, default="none", help="torch.compile the model"
+    )
     parser.add_argument("--download", action="store_true", help="download missing data")
     parser.add_argument(
         "--unverified-data", action="store_true", help="skip the CIFAR md5 check (test data)"
@@ -667,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
             num_workers=args.workers,
             download=args.download,
             threads=args.threads,
+            compile_mode=args.compile,
         )
     except RunnerInputError as exc:
         print(f"runners.classify: error: {exc}", file=sys.stderr)
