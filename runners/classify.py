@@ -54,6 +54,7 @@ from runners.deconv import (
     resolve_ns_impl,
     statistics_finite,
 )
+from runners.device_data import load_device_data, resolve_data_path
 from runners.errors import RunnerInputError
 from runners.models import build_model, input_kind_of
 from runners.specs.classify import ClassifySpec
@@ -107,15 +108,22 @@ def run(
     with precision_settings(cfg.allow_tf32, dev) as precision, cpu_threads(threads):
         # --- model, data, optimiser: seeded first, as the authors' torch.manual_seed(0) ---
         seed_everything(cfg.seed)
-        data = load_data(
-            cfg,
-            data_dir,
-            download=download,
-            verify=verify_data,
-            num_workers=num_workers,
-            pin_memory=dev.type == "cuda",
-            log=say,
-        )
+        data_path = resolve_data_path(cfg.data_path, cfg.dataset, dev)
+        if data_path == "device":
+            data = load_device_data(
+                cfg, dev, data_dir, download=download, verify=verify_data, log=say
+            )
+        else:
+            data = load_data(
+                cfg,
+                data_dir,
+                download=download,
+                verify=verify_data,
+                num_workers=num_workers,
+                pin_memory=dev.type == "cuda",
+                log=say,
+            )
+        data.provenance["data_path"] = data_path
         model = build_model(
             cfg.arch, cfg.norm, data.num_classes, cfg.nd, input_kind_of(cfg.dataset)
         ).to(dev)

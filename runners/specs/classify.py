@@ -38,6 +38,9 @@ LR_SCHEDULES = ("cosine", "multistep")
 ND_HEADS = ("delinear", "channel_deconv", "linear")
 ND_LAYOUTS = ("interleaved", "contiguous")
 FC_MOMENTS = ("uncentred", "centred")
+# How training batches are made (runners/device_data.py): "auto" = on the device for CIFAR on
+# CUDA, else torchvision's DataLoader. Both realise the authors' augmentation distribution.
+DATA_PATHS = ("auto", "loader", "device")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ class ClassifySpec:
     test_subset: int | None = None  # first N test images only (a deviation; quick/CI)
     allow_tf32: bool = False  # TF32 matmuls degrade small-eigenvalue directions (nd-spec 5.3)
     nd: NDOptions = field(default_factory=NDOptions)
+    # "auto" is left out of the run's identity (to_dict), so existing run ids stay; the path
+    # used is recorded in provenance.json. An explicit "loader"/"device" is part of the id.
+    data_path: str = "auto"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassifySpec:
@@ -161,6 +167,7 @@ class ClassifySpec:
                 f"(got arch {self.arch!r}, norm {self.norm!r}, dataset {self.dataset!r})"
             )
         require_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        require_choice("data_path", self.data_path, DATA_PATHS)
         for name in ("epochs", "batch_size"):
             require_positive_int(name, getattr(self, name))
         require_non_negative_int("seed", self.seed)
@@ -187,6 +194,8 @@ class ClassifySpec:
         data["augment"] = self.effective_augment
         if not self._vgg11_init_applies:
             del data["nd"]["vgg11_custom_init"]
+        if self.data_path == "auto":
+            del data["data_path"]
         return data
 
     @property
@@ -206,7 +215,7 @@ class ClassifySpec:
         )
         out = []
         for f in dataclasses.fields(self):
-            if f.name in ("nd", "seed"):
+            if f.name in ("nd", "seed", "data_path"):  # data_path: same augmentation distribution
                 continue
             ours, theirs = getattr(self, f.name), getattr(protocol, f.name)
             if f.name == "augment":
