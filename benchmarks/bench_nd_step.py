@@ -130,10 +130,11 @@ def build_variants(args: argparse.Namespace, device: torch.device) -> dict[str, 
             for module in model.modules():
                 if hasattr(module, "ns_impl"):
                     module.ns_impl = name.partition(":")[2]
-        if name == "authors":
-            if args.authors_deconv is None:
+        if name in ("authors", "baseline"):  # another implementation of the layers
+            path = args.authors_deconv if name == "authors" else args.baseline_deconv
+            if path is None:
                 continue
-            swap_in_authors_layers(model, load_authors_module(args.authors_deconv))
+            swap_in_authors_layers(model, load_authors_module(path))
         variants[name] = make_step(model, args, device)
     return variants
 
@@ -166,8 +167,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5, help="timed rounds (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    p.add_argument("--variants", default="bn,nd,authors", help="of bn, nd, nd:<ns_impl>, authors")
+    p.add_argument(
+        "--variants", default="bn,nd,authors", help="of bn, nd, nd:<ns_impl>, authors, baseline"
+    )
     p.add_argument("--authors-deconv", type=Path, help="the authors' models/deconv.py")
+    p.add_argument(
+        "--baseline-deconv",
+        type=Path,
+        help="variant 'baseline': runners/deconv.py of another checkout of this project",
+    )
     p.add_argument("--json", action="store_true", help="also print one JSON line")
     return p.parse_args(argv)
 
@@ -194,7 +202,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         steps = ", ".join(f"{t:.3f}" for t in result["_all"][name])
         print(f"  {name:8s} {result[name] * 1e3:9.1f} ms/step   [{steps}]")
     ratios = {}
-    for num, den in (("nd", "bn"), ("authors", "bn"), ("nd", "authors")):
+    pairs = [(v, "bn") for v in variants if v != "bn"]
+    pairs += [(v, "authors") for v in variants if v not in ("bn", "authors")]
+    for num, den in pairs:
         if num in variants and den in variants:
             ratios[f"{num}/{den}"] = result[num] / result[den]
             print(f"  {num}/{den} = {ratios[f'{num}/{den}']:.2f}")
