@@ -535,6 +535,9 @@ class FastDeconv(nn.Module):
         self.register_buffer("counter", torch.zeros((), dtype=torch.long))
         # A host mirror of `counter`, so the freeze decision never waits for a GPU.
         self._count = 0
+        # False reproduces the authors' multi-GPU DataParallel, whose replicas' counter
+        # increments were lost (runners/distributed.py, spec field freeze_counter).
+        self.advance_counter = True
         _init_statistics_check(self)
         self.reset_parameters()
 
@@ -623,7 +626,7 @@ class FastDeconv(nn.Module):
         from the device); the others advance the buffer with a device op, so their forward has
         no host state that changes per step (a compiled step is not re-specialised)."""
         if not self.freeze:
-            if self.training:
+            if self.training and self.advance_counter:
                 self.counter.add_(1).remainder_(10 * self.freeze_iter)
             return False
         return self._next_frozen_on_host()
@@ -631,7 +634,7 @@ class FastDeconv(nn.Module):
     @torch.compiler.disable
     def _next_frozen_on_host(self) -> bool:
         frozen = self._count > self.freeze_iter
-        if self.training:
+        if self.training and self.advance_counter:
             self._count = (self._count + 1) % (10 * self.freeze_iter)
             self.counter.fill_(self._count)
         return frozen

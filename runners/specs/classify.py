@@ -41,6 +41,11 @@ FC_MOMENTS = ("uncentred", "centred")
 # How training batches are made (runners/device_data.py): "auto" = on the device for CIFAR on
 # CUDA, else torchvision's DataLoader. Both realise the authors' augmentation distribution.
 DATA_PATHS = ("auto", "loader", "device")
+# Several GPUs for one run (runners/distributed.py, docs/fidelity.md 8f): per-replica
+# statistics and, with "auto", a freeze counter that advances on 1 GPU only, as the authors'
+# DataParallel did.
+REPLICA_STATISTICS = ("per_replica", "synchronised")
+FREEZE_COUNTERS = ("auto", "cycle", "never")
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,11 @@ class ClassifySpec:
     # "auto" is left out of the run's identity (to_dict), so existing run ids stay; the path
     # used is recorded in provenance.json. An explicit "loader"/"device" is part of the id.
     data_path: str = "auto"
+    # One process per GPU (DDP); the batch is the global one, split evenly. All three are left
+    # out of the run's identity while gpus is 1 with the defaults, so existing run ids stay.
+    gpus: int = 1
+    replica_statistics: str = "per_replica"
+    freeze_counter: str = "auto"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassifySpec:
@@ -168,6 +178,13 @@ class ClassifySpec:
             )
         require_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         require_choice("data_path", self.data_path, DATA_PATHS)
+        require_positive_int("gpus", self.gpus)
+        require_choice("replica_statistics", self.replica_statistics, REPLICA_STATISTICS)
+        require_choice("freeze_counter", self.freeze_counter, FREEZE_COUNTERS)
+        if self.batch_size % self.gpus:
+            raise RunnerInputError(
+                f"batch_size {self.batch_size} does not split evenly over gpus={self.gpus}"
+            )
         for name in ("epochs", "batch_size"):
             require_positive_int(name, getattr(self, name))
         require_non_negative_int("seed", self.seed)
@@ -196,6 +213,12 @@ class ClassifySpec:
             del data["nd"]["vgg11_custom_init"]
         if self.data_path == "auto":
             del data["data_path"]
+        if self.gpus == 1 and (self.replica_statistics, self.freeze_counter) == (
+            "per_replica",
+            "auto",
+        ):
+            for name in ("gpus", "replica_statistics", "freeze_counter"):
+                del data[name]
         return data
 
     @property
