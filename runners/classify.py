@@ -45,7 +45,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
-from runners import rundir
+from runners import distributed, rundir
 from runners.data import Data, load_data
 from runners.deconv import (
     NonFiniteStatisticsError,
@@ -104,17 +104,24 @@ def run(
     if verify_data is None:  # md5 checks, unless a synthetic-data check turns them off
         verify_data = os.environ.get(UNVERIFIED_DATA_ENV) != "1"
     cfg = ClassifySpec.from_dict(dict(spec))
+    # Several GPUs: one process per GPU, started by the launcher; rank 0 alone writes files.
+    env = distributed.dist_env()
+    distributed.check_world(cfg.gpus, env)
+    writer = env is None or env.is_writer
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    say = rundir.RunLog(run_dir / rundir.LOG_FILE, log)
-    rundir.write_spec(run_dir, cfg.to_dict(), lambda d: ClassifySpec.from_dict(d).to_dict())
+    say = rundir.RunLog(run_dir / rundir.LOG_FILE, log) if writer else _silent
+    if writer:
+        rundir.write_spec(run_dir, cfg.to_dict(), lambda d: ClassifySpec.from_dict(d).to_dict())
     dev = pick_device(device)
+    if env is not None:
+        dev = distributed.init(env, dev.type)
     if num_workers is None:
         num_workers = auto_workers(dev)
     with precision_settings(cfg.allow_tf32, dev) as precision, cpu_threads(threads):
         # --- model, data, optimiser: seeded first, as the authors' torch.manual_seed(0) ---
         seed_everything(cfg.seed)
-        data_path = resolve_data_path(cfg.data_path, cfg.dataset, dev)
+        data_path = resolve_data_path(cfg.data_path, cfg.dataset, dev, cfg.gpus)
         if data_path == "device":
             data = load_device_data(
                 cfg, dev, data_dir, download=download, verify=verify_data, log=say
@@ -130,13 +137,19 @@ def run(
                 log=say,
             )
         data.provenance["data_path"] = data_path
+        if env is not None:
+            data.train_loader = distributed.distributed_loader(data.train_loader, env, cfg.seed)
         model = build_model(
             cfg.arch, cfg.norm, data.num_classes, cfg.nd, input_kind_of(cfg.dataset)
         ).to(dev)
+        distributed.apply_freeze_counter(
+            model, distributed.freeze_counter_advances(cfg.freeze_counter, cfg.gpus)
+        )
         optimizer = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-        step_model = prepare_step_model(model, dev, compile_mode)
+        parallel = model if env is None else distributed.wrap(model, dev, cfg.replica_statistics)
+        step_model = prepare_step_model(parallel, dev, compile_mode)
         iters_per_epoch = len(data.train_loader)
         scheduler = make_scheduler(cfg, optimizer, iters_per_epoch)
 
@@ -146,12 +159,12 @@ def run(
         if checkpoint_path.exists():
             state = load_checkpoint(checkpoint_path, cfg, model, optimizer, scheduler, data)
             say(f"resuming after epoch {state.epoch} of {cfg.epochs} from {checkpoint_path}")
-        rewrite_metrics(run_dir, state.history)
-
         deviations = cfg.deviations() + data_deviations(data)
-        write_provenance(
-            run_dir, cfg, dev, data, precision, deviations, state, num_workers, compile_mode
-        )
+        if writer:
+            rewrite_metrics(run_dir, state.history)
+            write_provenance(
+                run_dir, cfg, dev, data, precision, deviations, state, num_workers, compile_mode
+            )
         say(
             f"{cfg.arch}/{cfg.norm} on {cfg.dataset}: {cfg.epochs} epoch(s) x {iters_per_epoch} "
             f"iterations, {data.provenance['train_images_used']} train / "
@@ -168,6 +181,8 @@ def run(
         # --- the epochs ---
         reason = None
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            if env is not None:
+                data.train_loader.sampler.set_epoch(epoch)  # the shards' shuffle of this epoch
             try:
                 record = train_and_evaluate(cfg, step_model, optimizer, scheduler, data, dev, epoch)
             except Diverged as exc:
@@ -177,10 +192,12 @@ def run(
             state.add(record)
             # The checkpoint first: a kill between the two leaves metrics.jsonl an epoch short,
             # never ahead of the checkpoint (a resume rewrites it from the checkpoint anyway).
-            save_checkpoint(
-                checkpoint_path, cfg, model, optimizer, scheduler, data, state, elapsed()
-            )
-            rundir.append_jsonl(run_dir / rundir.METRICS_FILE, record)
+            if writer:
+                save_checkpoint(
+                    checkpoint_path, cfg, model, optimizer, scheduler, data, state, elapsed()
+                )
+                rundir.append_jsonl(run_dir / rundir.METRICS_FILE, record)
+            distributed.barrier()  # every rank past the epoch once its checkpoint exists
             say(epoch_line(record, cfg.epochs))
             if on_epoch is not None:
                 on_epoch(record)
@@ -188,9 +205,16 @@ def run(
         # --- the result ---
         wall, gpu = elapsed()
         result = make_result(run_dir, cfg, state, reason, wall, gpu, device_name(dev), deviations)
-        rundir.write_result(run_dir, result)
+        if writer:
+            rundir.write_result(run_dir, result)
         say(f"{result.status}: {summary(result)}")
+        if env is not None:
+            distributed.shutdown()
         return result
+
+
+def _silent(line: str) -> None:
+    """The log of ranks other than 0 (rank 0 writes the run's log)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,6 +299,13 @@ def loss_and_statistics(loss: torch.Tensor, model: nn.Module) -> tuple[float, bo
     """The step's loss and whether the ND layers' deferred statistics checks passed, in one
     host read (as the authors' running-loss logging; the only sync of a training step)."""
     finite = statistics_finite(model)
+    if distributed.is_active():  # every rank takes the same decision: the global mean loss
+        if finite is None:
+            finite = torch.ones((), dtype=torch.bool, device=loss.device)
+        values = torch.stack([loss.detach().double(), finite.double()])
+        total, world = distributed.all_reduce_sum(values), distributed.world_size()
+        value, ok = total.tolist()
+        return value / world, ok == world
     if finite is None:
         return loss.item(), True
     value, ok = torch.stack([loss.detach().double(), finite.double()]).tolist()
@@ -292,8 +323,8 @@ def prepare_step_model(model: nn.Module, dev: torch.device, compile_mode: str | 
         raise RunnerInputError(
             f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}"
         )
-    if dev.type == "cuda" or mode != "none":
-        defer_statistics_checks(model)
+    if dev.type == "cuda" or mode != "none" or distributed.is_active():
+        defer_statistics_checks(model)  # (with DDP, no rank may raise alone mid-step)
     if mode == "none":
         return model
     return torch.compile(model, mode=None if mode == "default" else mode)

@@ -30,14 +30,16 @@ from runners.specs.classify import ClassifySpec
 DEVICE_DATASETS = ("cifar10", "cifar100")
 
 
-def resolve_data_path(requested: str, dataset: str, device: torch.device) -> str:
-    """ "loader" or "device" for a spec's `data_path` ("auto": device on CUDA for CIFAR)."""
+def resolve_data_path(requested: str, dataset: str, device: torch.device, gpus: int = 1) -> str:
+    """Which path a spec's `data_path` means here: "loader" or "device" ("auto": the device
+    path for CIFAR on one GPU; it does not shard a set over several GPUs' processes)."""
     if requested == "auto":
-        return "device" if device.type == "cuda" and dataset in DEVICE_DATASETS else "loader"
-    if requested == "device" and dataset not in DEVICE_DATASETS:
+        usable = device.type == "cuda" and dataset in DEVICE_DATASETS and gpus == 1
+        return "device" if usable else "loader"
+    if requested == "device" and (dataset not in DEVICE_DATASETS or gpus != 1):
         raise RunnerInputError(
-            f"data_path 'device' supports {', '.join(DEVICE_DATASETS)}, not {dataset!r}; "
-            "use data_path auto or loader"
+            f"data_path 'device' supports {', '.join(DEVICE_DATASETS)} on one GPU, not "
+            f"{dataset!r} with gpus={gpus}; use data_path auto or loader"
         )
     return requested
 

@@ -188,6 +188,21 @@ def distributed_loader(loader: DataLoader, env: DistEnv, seed: int) -> DataLoade
     )
 
 
+def is_active() -> bool:
+    """Whether this process is one of several ranks of a run."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_active() else 1
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum over ranks (in place; returned for convenience)."""
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

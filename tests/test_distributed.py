@@ -126,3 +126,58 @@ def test_two_gloo_processes_give_the_gradient_of_per_replica_statistics(tmp_path
     assert not torch.equal(
         ranks[0]["buffers"]["2.running_deconv"], ranks[1]["buffers"]["2.running_deconv"]
     )  # the statistics really were per replica
+
+
+class _Requeue(Exception):
+    """Stands for a preemption after the first epoch's checkpoint."""
+
+
+def _rank_run(rank: int, port: int, spec: dict, run_dir: str, data_dir: str, stop: bool) -> None:
+    import os
+
+    from runners import classify
+
+    os.environ.update(
+        {"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )  # fmt: skip
+
+    def preempt(record: dict) -> None:
+        if stop:
+            raise _Requeue
+
+    try:
+        classify.run(
+            spec, run_dir, data_dir=data_dir, device="cpu", verify_data=False, threads=1,
+            on_epoch=preempt,
+        )  # fmt: skip
+    except _Requeue:
+        distributed.shutdown()
+
+
+@pytest.mark.slow
+def test_two_process_run_finishes_and_resumes_after_a_requeue(tmp_path):
+    import json
+
+    from tests import fakedata
+
+    data_dir = fakedata.write_cifar10(tmp_path / "data", n_train=16, n_test=8)
+    spec = {"kind": "classify", "dataset": "cifar10", "arch": "vgg16", "norm": "nd",
+            "epochs": 2, "batch_size": 8, "gpus": 2}  # fmt: skip
+    run_dir = tmp_path / "run"
+    for stop in (True, False):  # first attempt preempted after epoch 1, then requeued
+        mp.spawn(
+            _rank_run,
+            args=(_free_port(), spec, str(run_dir), str(data_dir), stop),
+            nprocs=2,
+            join=True,
+        )
+        if stop:
+            assert not (run_dir / "result.json").exists()
+            assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "done" and result["epochs_completed"] == 2
+    assert "resuming after epoch 1 of 2" in (run_dir / "log.txt").read_text()
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert "gpus=2 (protocol: 1)" in result["deviations"]
