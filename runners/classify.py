@@ -105,7 +105,8 @@ def run(
         verify_data = os.environ.get(UNVERIFIED_DATA_ENV) != "1"
     cfg = ClassifySpec.from_dict(dict(spec))
     # Several GPUs: one process per GPU, started by the launcher; rank 0 alone writes files.
-    env = distributed.dist_env()
+    # A 1-GPU spec ignores the environment: a packed allocation runs several specs as tasks.
+    env = distributed.dist_env() if cfg.gpus > 1 else None
     distributed.check_world(cfg.gpus, env)
     writer = env is None or env.is_writer
     run_dir = Path(run_dir)
