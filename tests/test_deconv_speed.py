@@ -195,3 +195,31 @@ def _compare_steps(eager, compiled, step_model, x, y) -> None:
             assert torch.allclose(a.double(), b.double(), rtol=1e-6, atol=1e-6)
         if step == 0:  # the advancing freeze counters must not force a new graph
             torch._dynamo.config.error_on_recompile = True
+
+
+def test_runner_reads_loss_and_deferred_verdict_together():
+    from runners.classify import loss_and_statistics
+
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,))
+    immediate = _nd_model()
+    loss = F.cross_entropy(immediate(x), y)
+    assert loss_and_statistics(loss, immediate) == (loss.item(), True)
+    deferred = _nd_model()
+    defer_statistics_checks(deferred)
+    loss = F.cross_entropy(deferred(x), y)
+    assert loss_and_statistics(loss, deferred) == (loss.item(), True)
+    bad = x.clone()
+    bad[1, 2, 3, 4] = float("inf")
+    _, finite = loss_and_statistics(F.cross_entropy(deferred(bad), y), deferred)
+    assert not finite
+
+
+def test_step_model_is_eager_with_immediate_checks_on_the_cpu_by_default():
+    from runners.classify import prepare_step_model
+    from runners.errors import RunnerInputError
+
+    model = _nd_model()
+    assert prepare_step_model(model, torch.device("cpu"), None) is model
+    assert not any(getattr(m, "defer_checks", False) for m in model.modules())
+    with pytest.raises(RunnerInputError, match="compile mode"):
+        prepare_step_model(model, torch.device("cpu"), "fast")
