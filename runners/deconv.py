@@ -456,7 +456,7 @@ def _tiled_patches(x: Tensor, k: int, dilation: int, padding: int, s: int) -> Te
     lh, lw = (h + 2 * padding - extent) // s + 1, (w + 2 * padding - extent) // s + 1
     padded = F.pad(x, (padding, lw * s - w - padding, padding, lh * s - h - padding))
     taps = slice(0, extent, dilation)
-    tiles = padded.view(n, c, lh, s, lw, s)[:, :, :, taps, :, taps]
+    tiles = padded.reshape(n, c, lh, s, lw, s)[:, :, :, taps, :, taps]
     return tiles.permute(0, 1, 3, 5, 2, 4).reshape(n, c * k * k, lh * lw)
 
 
@@ -598,11 +598,11 @@ class FastDeconv(nn.Module):
         n, _, length = u.shape
         n_f = self.num_features
         if self.groups > 1:
-            return u.view(n, self.groups, n_f, length).permute(1, 2, 0, 3)
+            return u.reshape(n, self.groups, n_f, length).permute(1, 2, 0, 3)
         g = self.in_channels // self.block
         if self.layout == "interleaved":  # feature f of block g is column f*G + g
-            return u.view(n, n_f, g, length).permute(1, 0, 2, 3)
-        return u.view(n, g, n_f, length).permute(2, 0, 1, 3)
+            return u.reshape(n, n_f, g, length).permute(1, 0, 2, 3)
+        return u.reshape(n, g, n_f, length).permute(2, 0, 1, 3)
 
     def _batch_statistics(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """The batch mean mu and D = (Cov + eps I)^{-1/2}, in float32 or wider, and the

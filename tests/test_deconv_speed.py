@@ -223,3 +223,19 @@ def test_step_model_is_eager_with_immediate_checks_on_the_cpu_by_default():
     assert not any(getattr(m, "defer_checks", False) for m in model.modules())
     with pytest.raises(RunnerInputError, match="compile mode"):
         prepare_step_model(model, torch.device("cpu"), "fast")
+
+
+def test_channels_last_input_gives_the_same_step():
+    torch.manual_seed(5)
+    x = torch.randn(3, 16, 9, 9, dtype=torch.float64)
+    results = []
+    for variant in (x, x.to(memory_format=torch.channels_last)):
+        torch.manual_seed(6)
+        layer = FastDeconv(16, 4, 3, padding=1, block=4).double()
+        leaf = variant.clone(memory_format=torch.preserve_format).requires_grad_()
+        out = layer(leaf)
+        out.square().sum().backward()
+        results.append((out, leaf.grad, layer.weight.grad, layer.running_deconv))
+    for other in results[1:]:
+        for got, expected in zip(other, results[0], strict=True):
+            assert torch.allclose(got, expected, rtol=1e-12, atol=1e-13)
