@@ -13,8 +13,8 @@ The protocol, as the authors' main.py/net_util.py (and main_imagenet.py) run it:
 - step order forward -> loss -> backward -> step -> scheduler.step -> zero_grad;
 - evaluation after every epoch in eval mode (ND uses its running statistics), top-1 and top-5.
 ImageNet runs use main_imagenet.py's batch 256 and weight decay 1e-4 (the spec's defaults for
-that dataset) on one device; the authors' DataParallel is not used (nd-spec 3.4: with it, the
-ND statistics of replicas other than the first are discarded).
+that dataset) on one device by default; with the spec's `gpus` > 1 one process per GPU runs
+DDP with the authors' DataParallel semantics (runners/distributed.py, docs/fidelity.md 8f).
 A run resumes from checkpoint.pt at the next epoch; a non-finite loss ends it as "diverged".
 
 Usable alone: python -m runners.classify --spec spec.yaml --out DIR [--data-dir D]

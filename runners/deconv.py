@@ -321,7 +321,7 @@ def _gram(x: Tensor, eps: float, alpha: float) -> Tensor:
     if x.device.type != "cpu" or x.dim() != 2 or n < _SYMMETRIC_GRAM_MIN:
         return _affine_matmul(eye, x, x.mT, alpha, beta=eps)
     edges = [i * n // _SYMMETRIC_GRAM_BLOCKS for i in range(_SYMMETRIC_GRAM_BLOCKS + 1)]
-    out = torch.empty(n, n, dtype=x.dtype, device=x.device)
+    out = torch.zeros(n, n, dtype=x.dtype, device=x.device)  # the lower part stays 0
     for start, stop in itertools.pairwise(edges):
         out[start:stop, start:] = torch.addmm(
             eye[start:stop, start:], x[start:stop], x[start:].mT, beta=eps, alpha=alpha
