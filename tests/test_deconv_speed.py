@@ -125,8 +125,12 @@ def no_host_reads(monkeypatch):
         monkeypatch.setattr(torch.Tensor, name, refuse)
 
 
-def test_deferred_step_reads_nothing_back(no_host_reads):
+@pytest.mark.parametrize("ns_impl", ["auto", "unrolled"])  # the CPU's and the GPU's default
+def test_deferred_step_reads_nothing_back(no_host_reads, ns_impl):
     model = _nd_model()
+    for module in model.modules():
+        if hasattr(module, "ns_impl"):
+            module.ns_impl = ns_impl
     defer_statistics_checks(model)
     x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,))
     for _ in range(3):  # forward and backward, freeze counter advancing
