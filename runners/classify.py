@@ -48,10 +48,12 @@ from torch.utils.data import DataLoader
 from runners import distributed, rundir
 from runners.data import Data, load_data
 from runners.deconv import (
+    NS_IMPLS,
     NonFiniteStatisticsError,
     defer_statistics_checks,
     nonfinite_statistics,
     resolve_ns_impl,
+    set_ns_impl,
     statistics_finite,
 )
 from runners.device_data import load_device_data, resolve_data_path
@@ -64,6 +66,7 @@ MULTISTEP_FIRST = 0.4  # the authors' --milestone: first decay at 0.4 E, then ev
 MULTISTEP_GAMMA = 0.1  # --multistep-gamma
 # provenance.json's wording of the layers' default ("auto") Newton-Schulz implementation
 NS_GRADIENT = {"closed_form": "closed-form gradient", "unrolled": "unrolled autograd"}
+NS_GRADIENT["spectral"] = "spectral forward (eigh) and closed-form gradient"
 # AUDIT_UNVERIFIED_DATA=1: `run` skips the CIFAR md5 check when its caller does not say
 # (scripts/gpu-check.sh trains through `audit run` on synthetic CIFAR-format files); recorded
 # as a deviation of every such result ("data: md5 check skipped").
@@ -90,6 +93,7 @@ def run(
     threads: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     compile_mode: str | None = None,
+    ns_impl: str | None = None,
 ) -> rundir.RunResult:
     """Train `spec` into `run_dir` (resuming from its checkpoint) and return the result.
 
@@ -99,10 +103,15 @@ def run(
     metrics line after its checkpoint is written (progress reporting; an exception raised
     there stops the run, which stays resumable). `compile_mode` (COMPILE_MODES; None = "none")
     runs the model through torch.compile ("reduce-overhead" adds CUDA graphs on a GPU).
+    `ns_impl` (runners.deconv.NS_IMPLS; None = "auto") is how every ND layer evaluates the
+    Newton-Schulz inverse root: the same D and gradient up to rounding; "spectral" is the
+    fastest on a CPU (docs/performance.md).
     """
     attempt_start = time.perf_counter()
     if verify_data is None:  # md5 checks, unless a synthetic-data check turns them off
         verify_data = os.environ.get(UNVERIFIED_DATA_ENV) != "1"
+    if ns_impl is not None and ns_impl not in NS_IMPLS:
+        raise RunnerInputError(f"ns_impl must be one of {', '.join(NS_IMPLS)}, got {ns_impl!r}")
     cfg = ClassifySpec.from_dict(dict(spec))
     # Several GPUs: one process per GPU, started by the launcher; rank 0 alone writes files.
     # A 1-GPU spec ignores the environment: a packed allocation runs several specs as tasks.
@@ -143,6 +152,8 @@ def run(
         model = build_model(
             cfg.arch, cfg.norm, data.num_classes, cfg.nd, input_kind_of(cfg.dataset)
         ).to(dev)
+        if ns_impl is not None:
+            set_ns_impl(model, ns_impl)
         distributed.apply_freeze_counter(
             model, distributed.freeze_counter_advances(cfg.freeze_counter, cfg.gpus)
         )
@@ -164,7 +175,16 @@ def run(
         if writer:
             rewrite_metrics(run_dir, state.history)
             write_provenance(
-                run_dir, cfg, dev, data, precision, deviations, state, num_workers, compile_mode
+                run_dir,
+                cfg,
+                dev,
+                data,
+                precision,
+                deviations,
+                state,
+                num_workers,
+                compile_mode,
+                ns_impl,
             )
         say(
             f"{cfg.arch}/{cfg.norm} on {cfg.dataset}: {cfg.epochs} epoch(s) x {iters_per_epoch} "
@@ -630,6 +650,7 @@ def write_provenance(
     state: TrainState,
     num_workers: int,
     compile_mode: str | None = None,
+    ns_impl: str | None = None,
 ) -> None:
     """provenance.json of this attempt; earlier attempts' records are kept under `attempts`."""
     path = run_dir / rundir.PROVENANCE_FILE
@@ -651,7 +672,7 @@ def write_provenance(
         num_workers=num_workers,
         cpu_threads=torch.get_num_threads(),
         # How the Newton-Schulz inverse root is differentiated (same values up to rounding):
-        newton_schulz=NS_GRADIENT[resolve_ns_impl("auto", dev)],
+        newton_schulz=NS_GRADIENT[resolve_ns_impl(ns_impl or "auto", dev)],
         compile_mode=compile_mode or "none",
         statistics_check="deferred"
         if dev.type == "cuda" or compile_mode not in (None, "none")
@@ -749,6 +770,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile", choices=COMPILE_MODES, default="none", help="torch.compile the model"
     )
+    parser.add_argument(
+        "--ns-impl", choices=NS_IMPLS, default=None, help="Newton-Schulz evaluation (auto)"
+    )
     parser.add_argument("--download", action="store_true", help="download missing data")
     parser.add_argument(
         "--unverified-data", action="store_true", help="skip the CIFAR md5 check (test data)"
@@ -766,6 +790,7 @@ def main(argv: list[str] | None = None) -> int:
             download=args.download,
             threads=args.threads,
             compile_mode=args.compile,
+            ns_impl=args.ns_impl,
         )
     except RunnerInputError as exc:
         print(f"runners.classify: error: {exc}", file=sys.stderr)

@@ -106,6 +106,14 @@ def _check_ns_impl(impl: str) -> str:
     return impl
 
 
+def set_ns_impl(model: nn.Module, impl: str) -> None:
+    """Make every ND layer of `model` evaluate the Newton-Schulz inverse root with `impl`."""
+    _check_ns_impl(impl)
+    for module in model.modules():
+        if isinstance(module, FastDeconv | Delinear | ChannelDeconv):
+            module.ns_impl = impl
+
+
 def resolve_ns_impl(impl: str, device: torch.device) -> str:
     """The Newton-Schulz implementation `impl` stands for on `device` ("auto" resolved)."""
     if _check_ns_impl(impl) != "auto":

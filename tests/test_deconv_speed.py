@@ -243,3 +243,25 @@ def test_channels_last_input_gives_the_same_step():
     for other in results[1:]:
         for got, expected in zip(other, results[0], strict=True):
             assert torch.allclose(got, expected, rtol=1e-12, atol=1e-13)
+
+
+def test_runner_records_the_newton_schulz_implementation(tmp_path):
+    import json
+
+    from runners import classify
+    from runners.errors import RunnerInputError
+    from tests import fakedata
+
+    data_dir = fakedata.write_cifar10(tmp_path / "data", n_train=8, n_test=4)
+    spec = {"kind": "classify", "dataset": "cifar10", "arch": "vgg16", "norm": "nd",
+            "epochs": 1, "batch_size": 8}  # fmt: skip
+    run_dir = tmp_path / "run"
+    result = classify.run(
+        spec, run_dir, data_dir=data_dir, device="cpu", verify_data=False, ns_impl="spectral"
+    )
+    assert result.status == "done"
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["newton_schulz"].startswith("spectral")
+    assert provenance["compile_mode"] == "none" and provenance["statistics_check"] == "immediate"
+    with pytest.raises(RunnerInputError, match="ns_impl"):
+        classify.run(spec, tmp_path / "other", data_dir=data_dir, device="cpu", ns_impl="eigh")
