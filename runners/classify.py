@@ -13,8 +13,8 @@ The protocol, as the authors' main.py/net_util.py (and main_imagenet.py) run it:
 - step order forward -> loss -> backward -> step -> scheduler.step -> zero_grad;
 - evaluation after every epoch in eval mode (ND uses its running statistics), top-1 and top-5.
 ImageNet runs use main_imagenet.py's batch 256 and weight decay 1e-4 (the spec's defaults for
-that dataset) on one device; the authors' DataParallel is not used (nd-spec 3.4: with it, the
-ND statistics of replicas other than the first are discarded).
+that dataset) on one device by default; with the spec's `gpus` > 1 one process per GPU runs
+DDP with the authors' DataParallel semantics (runners/distributed.py, docs/fidelity.md 8f).
 A run resumes from checkpoint.pt at the next epoch; a non-finite loss ends it as "diverged".
 
 Usable alone: python -m runners.classify --spec spec.yaml --out DIR [--data-dir D]
@@ -45,9 +45,18 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
-from runners import rundir
+from runners import distributed, rundir
 from runners.data import Data, load_data
-from runners.deconv import NonFiniteStatisticsError, resolve_ns_impl
+from runners.deconv import (
+    NS_IMPLS,
+    NonFiniteStatisticsError,
+    defer_statistics_checks,
+    nonfinite_statistics,
+    resolve_ns_impl,
+    set_ns_impl,
+    statistics_finite,
+)
+from runners.device_data import load_device_data, resolve_data_path
 from runners.errors import RunnerInputError
 from runners.models import build_model, input_kind_of
 from runners.specs.classify import ClassifySpec
@@ -57,6 +66,14 @@ MULTISTEP_FIRST = 0.4  # the authors' --milestone: first decay at 0.4 E, then ev
 MULTISTEP_GAMMA = 0.1  # --multistep-gamma
 # provenance.json's wording of the layers' default ("auto") Newton-Schulz implementation
 NS_GRADIENT = {"closed_form": "closed-form gradient", "unrolled": "unrolled autograd"}
+NS_GRADIENT["spectral"] = "spectral forward (eigh) and closed-form gradient"
+# AUDIT_UNVERIFIED_DATA=1: `run` skips the CIFAR md5 check when its caller does not say
+# (scripts/gpu-check.sh trains through `audit run` on synthetic CIFAR-format files); recorded
+# as a deviation of every such result ("data: md5 check skipped").
+UNVERIFIED_DATA_ENV = "AUDIT_UNVERIFIED_DATA"
+# Execution option `compile_mode`: how the model's training step is compiled (never a spec
+# field: the compiled step equals eager up to rounding, tests/test_deconv_speed.py).
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 
 class Diverged(Exception):
@@ -70,11 +87,13 @@ def run(
     data_dir: Path | None = None,
     device: str | None = None,
     log: Callable[[str], None] | None = None,
-    verify_data: bool = True,
+    verify_data: bool | None = None,
     num_workers: int | None = None,
     download: bool = False,
     threads: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    compile_mode: str | None = None,
+    ns_impl: str | None = None,
 ) -> rundir.RunResult:
     """Train `spec` into `run_dir` (resuming from its checkpoint) and return the result.
 
@@ -82,35 +101,67 @@ def run(
     `threads` sets torch's CPU threads for the run (on a busy shared CPU, fewer spinning
     OpenMP threads can be many times faster). `on_epoch` is called with each epoch's
     metrics line after its checkpoint is written (progress reporting; an exception raised
-    there stops the run, which stays resumable).
+    there stops the run, which stays resumable). `compile_mode` (COMPILE_MODES; None = "none")
+    runs the model through torch.compile ("reduce-overhead" adds CUDA graphs on a GPU).
+    `ns_impl` (runners.deconv.NS_IMPLS; None = "auto") is how every ND layer evaluates the
+    Newton-Schulz inverse root: the same D and gradient up to rounding; "spectral" is the
+    fastest on a CPU (docs/performance.md).
     """
     attempt_start = time.perf_counter()
+    if verify_data is None:  # md5 checks, unless a synthetic-data check turns them off
+        verify_data = os.environ.get(UNVERIFIED_DATA_ENV) != "1"
+    if ns_impl is not None and ns_impl not in NS_IMPLS:
+        raise RunnerInputError(f"ns_impl must be one of {', '.join(NS_IMPLS)}, got {ns_impl!r}")
     cfg = ClassifySpec.from_dict(dict(spec))
+    # Several GPUs: one process per GPU, started by the launcher; rank 0 alone writes files.
+    # A 1-GPU spec ignores the environment: a packed allocation runs several specs as tasks.
+    env = distributed.dist_env() if cfg.gpus > 1 else None
+    distributed.check_world(cfg.gpus, env)
+    writer = env is None or env.is_writer
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    say = rundir.RunLog(run_dir / rundir.LOG_FILE, log)
-    rundir.write_spec(run_dir, cfg.to_dict(), lambda d: ClassifySpec.from_dict(d).to_dict())
+    say = rundir.RunLog(run_dir / rundir.LOG_FILE, log) if writer else _silent
+    if writer:
+        rundir.write_spec(run_dir, cfg.to_dict(), lambda d: ClassifySpec.from_dict(d).to_dict())
     dev = pick_device(device)
+    if env is not None:
+        dev = distributed.init(env, dev.type)
     if num_workers is None:
         num_workers = auto_workers(dev)
     with precision_settings(cfg.allow_tf32, dev) as precision, cpu_threads(threads):
         # --- model, data, optimiser: seeded first, as the authors' torch.manual_seed(0) ---
         seed_everything(cfg.seed)
-        data = load_data(
-            cfg,
-            data_dir,
-            download=download,
-            verify=verify_data,
-            num_workers=num_workers,
-            pin_memory=dev.type == "cuda",
-            log=say,
-        )
+        data_path = resolve_data_path(cfg.data_path, cfg.dataset, dev, cfg.gpus)
+        if data_path == "device":
+            data = load_device_data(
+                cfg, dev, data_dir, download=download, verify=verify_data, log=say
+            )
+        else:
+            data = load_data(
+                cfg,
+                data_dir,
+                download=download,
+                verify=verify_data,
+                num_workers=num_workers,
+                pin_memory=dev.type == "cuda",
+                log=say,
+            )
+        data.provenance["data_path"] = data_path
+        if env is not None:
+            data.train_loader = distributed.distributed_loader(data.train_loader, env, cfg.seed)
         model = build_model(
             cfg.arch, cfg.norm, data.num_classes, cfg.nd, input_kind_of(cfg.dataset)
         ).to(dev)
+        if ns_impl is not None:
+            set_ns_impl(model, ns_impl)
+        distributed.apply_freeze_counter(
+            model, distributed.freeze_counter_advances(cfg.freeze_counter, cfg.gpus)
+        )
         optimizer = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
+        parallel = model if env is None else distributed.wrap(model, dev, cfg.replica_statistics)
+        step_model = prepare_step_model(parallel, dev, compile_mode)
         iters_per_epoch = len(data.train_loader)
         scheduler = make_scheduler(cfg, optimizer, iters_per_epoch)
 
@@ -120,10 +171,21 @@ def run(
         if checkpoint_path.exists():
             state = load_checkpoint(checkpoint_path, cfg, model, optimizer, scheduler, data)
             say(f"resuming after epoch {state.epoch} of {cfg.epochs} from {checkpoint_path}")
-        rewrite_metrics(run_dir, state.history)
-
         deviations = cfg.deviations() + data_deviations(data)
-        write_provenance(run_dir, cfg, dev, data, precision, deviations, state, num_workers)
+        if writer:
+            rewrite_metrics(run_dir, state.history)
+            write_provenance(
+                run_dir,
+                cfg,
+                dev,
+                data,
+                precision,
+                deviations,
+                state,
+                num_workers,
+                compile_mode,
+                ns_impl,
+            )
         say(
             f"{cfg.arch}/{cfg.norm} on {cfg.dataset}: {cfg.epochs} epoch(s) x {iters_per_epoch} "
             f"iterations, {data.provenance['train_images_used']} train / "
@@ -140,8 +202,10 @@ def run(
         # --- the epochs ---
         reason = None
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            if env is not None:
+                data.train_loader.sampler.set_epoch(epoch)  # the shards' shuffle of this epoch
             try:
-                record = train_and_evaluate(cfg, model, optimizer, scheduler, data, dev, epoch)
+                record = train_and_evaluate(cfg, step_model, optimizer, scheduler, data, dev, epoch)
             except Diverged as exc:
                 reason = str(exc)
                 say(f"DIVERGED: {reason}")
@@ -149,10 +213,12 @@ def run(
             state.add(record)
             # The checkpoint first: a kill between the two leaves metrics.jsonl an epoch short,
             # never ahead of the checkpoint (a resume rewrites it from the checkpoint anyway).
-            save_checkpoint(
-                checkpoint_path, cfg, model, optimizer, scheduler, data, state, elapsed()
-            )
-            rundir.append_jsonl(run_dir / rundir.METRICS_FILE, record)
+            if writer:
+                save_checkpoint(
+                    checkpoint_path, cfg, model, optimizer, scheduler, data, state, elapsed()
+                )
+                rundir.append_jsonl(run_dir / rundir.METRICS_FILE, record)
+            distributed.barrier()  # every rank past the epoch once its checkpoint exists
             say(epoch_line(record, cfg.epochs))
             if on_epoch is not None:
                 on_epoch(record)
@@ -160,9 +226,16 @@ def run(
         # --- the result ---
         wall, gpu = elapsed()
         result = make_result(run_dir, cfg, state, reason, wall, gpu, device_name(dev), deviations)
-        rundir.write_result(run_dir, result)
+        if writer:
+            rundir.write_result(run_dir, result)
         say(f"{result.status}: {summary(result)}")
+        if env is not None:
+            distributed.shutdown()
         return result
+
+
+def _silent(line: str) -> None:
+    """The log of ranks other than 0 (rank 0 writes the run's log)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +300,9 @@ def train_epoch(
         except NonFiniteStatisticsError as exc:
             raise Diverged(f"epoch {epoch}, step {step}: {exc}") from None
         loss = F.cross_entropy(outputs, labels)
-        value = loss.item()  # one sync per step, as the authors' running-loss logging
+        value, finite = loss_and_statistics(loss, model)  # one sync per step
+        if not finite:
+            raise Diverged(f"epoch {epoch}, step {step}: {nonfinite_statistics(model)}")
         if not math.isfinite(value):
             raise Diverged(f"epoch {epoch}, step {step}: the training loss is {value}")
         loss.backward()
@@ -239,6 +314,41 @@ def train_epoch(
         seen += labels.size(0)
         correct += (outputs.argmax(dim=1) == labels).sum()
     return loss_sum / seen, 100.0 * correct.item() / seen, seen
+
+
+def loss_and_statistics(loss: torch.Tensor, model: nn.Module) -> tuple[float, bool]:
+    """The step's loss and whether the ND layers' deferred statistics checks passed, in one
+    host read (as the authors' running-loss logging; the only sync of a training step)."""
+    finite = statistics_finite(model)
+    if distributed.is_active():  # every rank takes the same decision: the global mean loss
+        if finite is None:
+            finite = torch.ones((), dtype=torch.bool, device=loss.device)
+        values = torch.stack([loss.detach().double(), finite.double()])
+        total, world = distributed.all_reduce_sum(values), distributed.world_size()
+        value, ok = total.tolist()
+        return value / world, ok == world
+    if finite is None:
+        return loss.item(), True
+    value, ok = torch.stack([loss.detach().double(), finite.double()]).tolist()
+    return value, ok == 1.0
+
+
+def prepare_step_model(model: nn.Module, dev: torch.device, compile_mode: str | None) -> nn.Module:
+    """The module the training loop calls: `model`, or torch.compile of it.
+
+    On a GPU, and whenever the step is compiled, the ND layers check their statistics for
+    NaN/inf without a host sync (deferred to `loss_and_statistics`, same error, buffers
+    equally protected; runners/deconv.py `_check_finite`)."""
+    mode = compile_mode or "none"
+    if mode not in COMPILE_MODES:
+        raise RunnerInputError(
+            f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}"
+        )
+    if dev.type == "cuda" or mode != "none" or distributed.is_active():
+        defer_statistics_checks(model)  # (with DDP, no rank may raise alone mid-step)
+    if mode == "none":
+        return model
+    return torch.compile(model, mode=None if mode == "default" else mode)
 
 
 @torch.no_grad()
@@ -539,6 +649,8 @@ def write_provenance(
     deviations: list[str],
     state: TrainState,
     num_workers: int,
+    compile_mode: str | None = None,
+    ns_impl: str | None = None,
 ) -> None:
     """provenance.json of this attempt; earlier attempts' records are kept under `attempts`."""
     path = run_dir / rundir.PROVENANCE_FILE
@@ -560,7 +672,11 @@ def write_provenance(
         num_workers=num_workers,
         cpu_threads=torch.get_num_threads(),
         # How the Newton-Schulz inverse root is differentiated (same values up to rounding):
-        newton_schulz=NS_GRADIENT[resolve_ns_impl("auto", dev)],
+        newton_schulz=NS_GRADIENT[resolve_ns_impl(ns_impl or "auto", dev)],
+        compile_mode=compile_mode or "none",
+        statistics_check="deferred"
+        if dev.type == "cuda" or compile_mode not in (None, "none")
+        else "immediate",
         dataset=data.provenance,
         deviations=deviations,
         resumed_from_epoch=state.epoch,
@@ -651,6 +767,12 @@ def main(argv: list[str] | None = None) -> int:
         help="data-loader worker processes (default: 0 on the CPU, up to 16 on a GPU)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--compile", choices=COMPILE_MODES, default="none", help="torch.compile the model"
+    )
+    parser.add_argument(
+        "--ns-impl", choices=NS_IMPLS, default=None, help="Newton-Schulz evaluation (auto)"
+    )
     parser.add_argument("--download", action="store_true", help="download missing data")
     parser.add_argument(
         "--unverified-data", action="store_true", help="skip the CIFAR md5 check (test data)"
@@ -667,6 +789,8 @@ def main(argv: list[str] | None = None) -> int:
             num_workers=args.workers,
             download=args.download,
             threads=args.threads,
+            compile_mode=args.compile,
+            ns_impl=args.ns_impl,
         )
     except RunnerInputError as exc:
         print(f"runners.classify: error: {exc}", file=sys.stderr)

@@ -28,7 +28,9 @@ results are known or unused.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import torch
@@ -102,6 +104,14 @@ def _check_ns_impl(impl: str) -> str:
     if impl not in NS_IMPLS:
         raise ValueError(f"ns_impl must be one of {NS_IMPLS}, got {impl!r}")
     return impl
+
+
+def set_ns_impl(model: nn.Module, impl: str) -> None:
+    """Make every ND layer of `model` evaluate the Newton-Schulz inverse root with `impl`."""
+    _check_ns_impl(impl)
+    for module in model.modules():
+        if isinstance(module, FastDeconv | Delinear | ChannelDeconv):
+            module.ns_impl = impl
 
 
 def resolve_ns_impl(impl: str, device: torch.device) -> str:
@@ -235,27 +245,97 @@ class _MeanCovariance(torch.autograd.Function):
     out exactly because the centred columns sum to zero. Autograd of the plain expressions would
     add a second GEMM and three full passes over X (the mean's and the subtraction's backward).
     Only the centred X is kept for the backward.
+
+    `features` (optional) maps the input to a strided view (*batch, n, *rest) whose trailing
+    dimensions are the samples; the centring then writes Xc contiguously in the same pass (no
+    separate rearranging copy of the patches), and the backward writes the gradient straight
+    back into the input's layout. The sample order does not change the mean or covariance.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        mean = x.mean(dim=-1)
-        xc = x - mean.unsqueeze(-1)
+    def forward(  # type: ignore[override]
+        ctx,
+        x: Tensor,
+        eps: float,
+        features: Callable[[Tensor], Tensor] | None = None,
+        batch_dims: int = 0,
+    ) -> tuple[Tensor, Tensor]:
+        v = x if features is None else features(x)
+        rest = tuple(range(batch_dims + 1, v.dim()))
+        lead = v.shape[: batch_dims + 1]
+        mean = v.mean(dim=rest)
+        centred = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+        _into(centred, torch.sub, v, mean.view(*lead, *([1] * len(rest))))
+        xc = centred.view(*lead, -1)
         ctx.save_for_backward(xc)
-        eye = torch.eye(x.shape[-2], dtype=x.dtype, device=x.device)
-        return mean, _affine_matmul(eye, xc, xc.mT, 1.0 / x.shape[-1], beta=eps)
+        ctx.features, ctx.x_shape = features, x.shape
+        return mean, _gram(xc, eps, 1.0 / xc.shape[-1])
 
     @staticmethod
-    def backward(ctx, g_mean: Tensor, g_cov: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, g_mean: Tensor, g_cov: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
         (xc,) = ctx.saved_tensors
         scale = 1.0 / xc.shape[-1]
         dx = ((g_cov + g_cov.mT) * scale) @ xc
-        return dx.add_((g_mean * scale).unsqueeze(-1)), None
+        g_mean = (g_mean * scale).unsqueeze(-1)
+        if ctx.features is None:
+            return dx.add_(g_mean).view(ctx.x_shape), None, None, None
+        grad = torch.empty(ctx.x_shape, dtype=dx.dtype, device=dx.device)
+        view = ctx.features(grad)  # the input's layout, written through the strided view
+        _into(
+            view,
+            torch.add,
+            dx.view(view.shape),
+            g_mean.view(*g_mean.shape, *([1] * (view.dim() - dx.dim()))),
+        )
+        return grad, None, None, None
 
 
-def mean_covariance(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """(mu, eps * I + Xc Xc^T / M) for samples in the columns of X (n, M) or (g, n, M)."""
-    return _MeanCovariance.apply(x, eps)
+def _into(out: Tensor, op: Callable[..., Tensor], a: Tensor, b: Tensor) -> None:
+    """out[...] = op(a, b) in one pass whatever the strides of `out` (eager: op's out=;
+    compiled: a copy, which the compiler fuses, as it does not honour out='s layout)."""
+    if torch.compiler.is_compiling():
+        out.copy_(op(a, b))
+    else:
+        op(a, b, out=out)
+
+
+def mean_covariance(
+    x: Tensor,
+    eps: float,
+    features: Callable[[Tensor], Tensor] | None = None,
+    batch_dims: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """(mu, eps * I + Xc Xc^T / M) for samples in the columns of X (n, M) or (g, n, M).
+
+    With `features`, X is `features(x)` (*batch, n, *rest) flattened over the trailing
+    dimensions, and the gradient is returned in the layout of `x` (see `_MeanCovariance`)."""
+    return _MeanCovariance.apply(x, eps, features, batch_dims)
+
+
+# Gram matrices at least this wide are computed by upper block rows on the CPU (below).
+_SYMMETRIC_GRAM_MIN = 256
+_SYMMETRIC_GRAM_BLOCKS = 4
+
+
+def _gram(x: Tensor, eps: float, alpha: float) -> Tensor:
+    """eps * I + alpha * X X^T for X (n, M) or (g, n, M).
+
+    On the CPU a wide 2-D Gram is computed as its upper block rows only (5/8 of the GEMM work
+    with 4 block rows) and mirrored: each computed entry is the same dot product, and the
+    result is exactly symmetric, as a covariance is. Elsewhere (and for small n) one GEMM.
+    """
+    n = x.shape[-2]
+    eye = torch.eye(n, dtype=x.dtype, device=x.device)
+    if x.device.type != "cpu" or x.dim() != 2 or n < _SYMMETRIC_GRAM_MIN:
+        return _affine_matmul(eye, x, x.mT, alpha, beta=eps)
+    edges = [i * n // _SYMMETRIC_GRAM_BLOCKS for i in range(_SYMMETRIC_GRAM_BLOCKS + 1)]
+    out = torch.zeros(n, n, dtype=x.dtype, device=x.device)  # the lower part stays 0
+    for start, stop in itertools.pairwise(edges):
+        out[start:stop, start:] = torch.addmm(
+            eye[start:stop, start:], x[start:stop], x[start:].mT, beta=eps, alpha=alpha
+        )
+    upper = out.triu_()
+    return upper + upper.triu(1).mT
 
 
 def isqrt_exact(a: Tensor) -> Tensor:
@@ -269,29 +349,87 @@ def isqrt_exact(a: Tensor) -> Tensor:
         return (evecs * evals.rsqrt().unsqueeze(-2)) @ evecs.mT
 
 
-def _check_finite(cov: Tensor, layer: nn.Module) -> None:
-    # The covariance is small (n_f x n_f), so this check costs little; it runs before any
-    # running buffer is updated.
-    if not bool(torch.isfinite(cov).all()):
-        raise NonFiniteStatisticsError(
-            f"{layer.__class__.__name__}({layer.extra_repr()}): the batch covariance contains "
-            "NaN or inf, so the running statistics were left unchanged; the training has "
-            "probably diverged (check the learning rate) or the input data contain NaN/inf"
-        )
+def _nonfinite_message(layer: nn.Module) -> str:
+    return (
+        f"{layer.__class__.__name__}({layer.extra_repr()}): the batch covariance contains "
+        "NaN or inf, so the running statistics were left unchanged; the training has "
+        "probably diverged (check the learning rate) or the input data contain NaN/inf"
+    )
 
 
-def _ema_(buffer: Tensor, value: Tensor, momentum: float) -> None:
-    """buffer <- (1 - momentum) * buffer + momentum * value, in place, without gradient."""
-    buffer.mul_(1.0 - momentum).add_(value.detach().to(buffer.dtype), alpha=momentum)
+def _check_finite(cov: Tensor, layer: nn.Module) -> Tensor | None:
+    """Raise NonFiniteStatisticsError now, or (deferred) record the verdict without a sync.
+
+    Immediate (the default): one host read of a scalar; it runs before any running buffer
+    is updated. Deferred (`defer_statistics_checks`, used on GPUs and for compiled steps):
+    the verdict is AND-ed into the layer's `statistics_finite` flag and returned, so that
+    the buffer update is masked (`_track`: a non-finite step leaves them unchanged, as the
+    immediate check does); `nonfinite_statistics` raises the same error at the step's one
+    sync point, before the backward.
+    """
+    finite = torch.isfinite(cov).all()
+    if getattr(layer, "defer_checks", False):
+        layer.statistics_finite.logical_and_(finite)
+        return finite
+    if not bool(finite):
+        raise NonFiniteStatisticsError(_nonfinite_message(layer))
+    return None
 
 
-def _track(layer: nn.Module, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
+def defer_statistics_checks(model: nn.Module, defer: bool = True) -> None:
+    """Switch the finiteness check of every FastDeconv/Delinear of `model` (see _check_finite)."""
+    for module in model.modules():
+        if isinstance(module, FastDeconv | Delinear):
+            module.defer_checks = defer
+            module.statistics_finite.fill_(True)
+
+
+def statistics_finite(model: nn.Module) -> Tensor | None:
+    """One device boolean: every deferred check since the last reset passed (None: none)."""
+    flags = [
+        m.statistics_finite
+        for m in model.modules()
+        if isinstance(m, FastDeconv | Delinear) and m.defer_checks
+    ]
+    return torch.stack(flags).all() if flags else None
+
+
+def nonfinite_statistics(model: nn.Module) -> NonFiniteStatisticsError | None:
+    """The error for the first layer whose deferred check failed (host reads), flags reset."""
+    error = None
+    for module in model.modules():
+        if isinstance(module, FastDeconv | Delinear) and module.defer_checks:
+            if error is None and not bool(module.statistics_finite):
+                error = NonFiniteStatisticsError(_nonfinite_message(module))
+            module.statistics_finite.fill_(True)
+    return error
+
+
+def _ema_(buffer: Tensor, value: Tensor, momentum: float, finite: Tensor | None = None) -> None:
+    """buffer <- (1 - momentum) * buffer + momentum * value, in place, without gradient;
+    with `finite` (a deferred check) the buffer keeps its value when it is False."""
+    if finite is None:
+        buffer.mul_(1.0 - momentum).add_(value.detach().to(buffer.dtype), alpha=momentum)
+        return
+    updated = buffer.mul(1.0 - momentum).add_(value.detach().to(buffer.dtype), alpha=momentum)
+    buffer.copy_(torch.where(finite, updated, buffer))
+
+
+def _track(
+    layer: nn.Module, mean: Tensor, deconv: Tensor, finite: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """EMA of the batch mu and D into the layer's running buffers (FastDeconv, Delinear);
     returns the batch values, which the training forward uses."""
     with torch.no_grad():
-        _ema_(layer.running_mean, mean, layer.momentum)
-        _ema_(layer.running_deconv, deconv, layer.momentum)
+        _ema_(layer.running_mean, mean, layer.momentum, finite)
+        _ema_(layer.running_deconv, deconv, layer.momentum, finite)
     return mean, deconv
+
+
+def _init_statistics_check(layer: nn.Module) -> None:
+    """Immediate finiteness checks, and the (non-persistent) flag of deferred ones."""
+    layer.defer_checks = False
+    layer.register_buffer("statistics_finite", torch.ones((), dtype=torch.bool), persistent=False)
 
 
 def _folded_bias(bias: Tensor | None, shift: Tensor) -> Tensor:
@@ -311,6 +449,23 @@ def _select_block(block: int, channels: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # FastDeconv
 # ---------------------------------------------------------------------------------------------
+
+
+def _tiled_patches(x: Tensor, k: int, dilation: int, padding: int, s: int) -> Tensor:
+    """F.unfold(x, k, dilation, padding, stride=s) when the patches do not overlap.
+
+    With a sampling stride at least the patch extent (k=3, s=3: the authors' default), the
+    sampled patches tile the padded input, so im2col is a view of it: pad (or crop) to whole
+    tiles, view as (N, C, Lh, s, Lw, s), keep the k taps of each tile. The values are the same
+    as unfold's; the backward is a copy instead of unfold's zero-fill and scatter-add.
+    """
+    n, c, h, w = x.shape
+    extent = dilation * (k - 1) + 1
+    lh, lw = (h + 2 * padding - extent) // s + 1, (w + 2 * padding - extent) // s + 1
+    padded = F.pad(x, (padding, lw * s - w - padding, padding, lh * s - h - padding))
+    taps = slice(0, extent, dilation)
+    tiles = padded.reshape(n, c, lh, s, lw, s)[:, :, :, taps, :, taps]
+    return tiles.permute(0, 1, 3, 5, 2, 4).reshape(n, c * k * k, lh * lw)
 
 
 class FastDeconv(nn.Module):
@@ -388,6 +543,10 @@ class FastDeconv(nn.Module):
         self.register_buffer("counter", torch.zeros((), dtype=torch.long))
         # A host mirror of `counter`, so the freeze decision never waits for a GPU.
         self._count = 0
+        # False reproduces the authors' multi-GPU DataParallel, whose replicas' counter
+        # increments were lost (runners/distributed.py, spec field freeze_counter).
+        self.advance_counter = True
+        _init_statistics_check(self)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -433,6 +592,8 @@ class FastDeconv(nn.Module):
         """
         s = self.sampling_stride
         if self.kernel_size > 1:
+            if self.dilation * (self.kernel_size - 1) < s:  # patches do not overlap
+                return _tiled_patches(x, self.kernel_size, self.dilation, self.padding, s)
             return F.unfold(x, self.kernel_size, self.dilation, self.padding, s)
         n, c, h, w = x.shape
         rows = torch.arange(0, n * h * w, s * s, device=x.device)
@@ -440,36 +601,48 @@ class FastDeconv(nn.Module):
         return flat[rows // (h * w), :, rows % (h * w)].unsqueeze(-1)  # (R, C, 1)
 
     def _feature_major(self, u: Tensor) -> Tensor:
-        """Rearrange patches (N', C*k^2, L) into (n_f, M) [groups=1] or (groups, n_f, M)."""
+        """View patches (N', C*k^2, L) as (n_f, ...) [groups=1] or (groups, n_f, ...): feature
+        first, the samples in the trailing dimensions (a strided view, no copy)."""
         n, _, length = u.shape
         n_f = self.num_features
         if self.groups > 1:
-            return (
-                u.view(n, self.groups, n_f, length)
-                .permute(1, 2, 0, 3)
-                .reshape(self.groups, n_f, -1)
-            )
+            return u.reshape(n, self.groups, n_f, length).permute(1, 2, 0, 3)
         g = self.in_channels // self.block
         if self.layout == "interleaved":  # feature f of block g is column f*G + g
-            return u.view(n, n_f, g, length).permute(1, 0, 2, 3).reshape(n_f, -1)
-        return u.view(n, g, n_f, length).permute(2, 0, 1, 3).reshape(n_f, -1)
+            return u.reshape(n, n_f, g, length).permute(1, 0, 2, 3)
+        return u.reshape(n, g, n_f, length).permute(2, 0, 1, 3)
 
-    def _batch_statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The batch mean mu and D = (Cov + eps I)^{-1/2}, in float32 or wider."""
-        xt = self._feature_major(self._sampled_patches(x.to(_stat_dtype(x.dtype))))
-        # Cov = eps*I + Xc Xc^T / M (the keyword form of the authors' addmm).
-        mean, cov = mean_covariance(xt, self.eps)
-        _check_finite(cov, self)
+    def _batch_statistics(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The batch mean mu and D = (Cov + eps I)^{-1/2}, in float32 or wider, and the
+        deferred finiteness verdict (None when checked immediately)."""
+        patches = self._sampled_patches(x.to(_stat_dtype(x.dtype)))
+        # Cov = eps*I + Xc Xc^T / M (the keyword form of the authors' addmm); the feature-major
+        # rearrangement happens inside, in the centring pass.
+        batch_dims = 1 if self.groups > 1 else 0
+        mean, cov = mean_covariance(patches, self.eps, self._feature_major, batch_dims)
+        finite = _check_finite(cov, self)
         if self.isqrt == "exact":
-            return mean, isqrt_exact(cov)
-        return mean, isqrt_newton_schulz(cov, self.n_iter, self.ns_impl)
+            return mean, isqrt_exact(cov), finite
+        return mean, isqrt_newton_schulz(cov, self.n_iter, self.ns_impl), finite
 
     # -- forward -----------------------------------------------------------------------------
 
     def _next_frozen(self) -> bool:
-        """The authors' freeze bookkeeping (nd-spec 1.2 step 1), advancing the counter."""
-        frozen = self.freeze and self._count > self.freeze_iter
-        if self.training:
+        """The authors' freeze bookkeeping (nd-spec 1.2 step 1), advancing the counter.
+
+        Only freezing layers need the decision on the host (from the mirror `_count`, never
+        from the device); the others advance the buffer with a device op, so their forward has
+        no host state that changes per step (a compiled step is not re-specialised)."""
+        if not self.freeze:
+            if self.training and self.advance_counter:
+                self.counter.add_(1).remainder_(10 * self.freeze_iter)
+            return False
+        return self._next_frozen_on_host()
+
+    @torch.compiler.disable
+    def _next_frozen_on_host(self) -> bool:
+        frozen = self._count > self.freeze_iter
+        if self.training and self.advance_counter:
             self._count = (self._count + 1) % (10 * self.freeze_iter)
             self.counter.fill_(self._count)
         return frozen
@@ -538,6 +711,7 @@ class Delinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         self.register_buffer("running_mean", torch.zeros(self.block))
         self.register_buffer("running_deconv", torch.eye(self.block))
+        _init_statistics_check(self)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -554,11 +728,11 @@ class Delinear(nn.Module):
             f"bias={self.bias is not None}"
         )
 
-    def _batch_statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _batch_statistics(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         rows = x.to(_stat_dtype(x.dtype)).reshape(-1, self.block)
         mean, cov = mean_covariance(rows.mT, self.eps)
-        _check_finite(cov, self)
-        return mean, isqrt_newton_schulz(cov, self.n_iter, self.ns_impl)
+        finite = _check_finite(cov, self)
+        return mean, isqrt_newton_schulz(cov, self.n_iter, self.ns_impl), finite
 
     def forward(self, x: Tensor) -> Tensor:
         with _no_autocast(x.device):

@@ -38,6 +38,14 @@ LR_SCHEDULES = ("cosine", "multistep")
 ND_HEADS = ("delinear", "channel_deconv", "linear")
 ND_LAYOUTS = ("interleaved", "contiguous")
 FC_MOMENTS = ("uncentred", "centred")
+# How training batches are made (runners/device_data.py): "auto" = on the device for CIFAR on
+# CUDA, else torchvision's DataLoader. Both realise the authors' augmentation distribution.
+DATA_PATHS = ("auto", "loader", "device")
+# Several GPUs for one run (runners/distributed.py, docs/fidelity.md 8f): per-replica
+# statistics and, with "auto", a freeze counter that advances on 1 GPU only, as the authors'
+# DataParallel did.
+REPLICA_STATISTICS = ("per_replica", "synchronised")
+FREEZE_COUNTERS = ("auto", "cycle", "never")
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,14 @@ class ClassifySpec:
     test_subset: int | None = None  # first N test images only (a deviation; quick/CI)
     allow_tf32: bool = False  # TF32 matmuls degrade small-eigenvalue directions (nd-spec 5.3)
     nd: NDOptions = field(default_factory=NDOptions)
+    # "auto" is left out of the run's identity (to_dict), so existing run ids stay; the path
+    # used is recorded in provenance.json. An explicit "loader"/"device" is part of the id.
+    data_path: str = "auto"
+    # One process per GPU (DDP); the batch is the global one, split evenly. All three are left
+    # out of the run's identity while gpus is 1 with the defaults, so existing run ids stay.
+    gpus: int = 1
+    replica_statistics: str = "per_replica"
+    freeze_counter: str = "auto"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassifySpec:
@@ -161,6 +177,14 @@ class ClassifySpec:
                 f"(got arch {self.arch!r}, norm {self.norm!r}, dataset {self.dataset!r})"
             )
         require_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        require_choice("data_path", self.data_path, DATA_PATHS)
+        require_positive_int("gpus", self.gpus)
+        require_choice("replica_statistics", self.replica_statistics, REPLICA_STATISTICS)
+        require_choice("freeze_counter", self.freeze_counter, FREEZE_COUNTERS)
+        if self.batch_size % self.gpus:
+            raise RunnerInputError(
+                f"batch_size {self.batch_size} does not split evenly over gpus={self.gpus}"
+            )
         for name in ("epochs", "batch_size"):
             require_positive_int(name, getattr(self, name))
         require_non_negative_int("seed", self.seed)
@@ -187,6 +211,14 @@ class ClassifySpec:
         data["augment"] = self.effective_augment
         if not self._vgg11_init_applies:
             del data["nd"]["vgg11_custom_init"]
+        if self.data_path == "auto":
+            del data["data_path"]
+        if self.gpus == 1 and (self.replica_statistics, self.freeze_counter) == (
+            "per_replica",
+            "auto",
+        ):
+            for name in ("gpus", "replica_statistics", "freeze_counter"):
+                del data[name]
         return data
 
     @property
@@ -206,7 +238,7 @@ class ClassifySpec:
         )
         out = []
         for f in dataclasses.fields(self):
-            if f.name in ("nd", "seed"):
+            if f.name in ("nd", "seed", "data_path"):  # data_path: same augmentation distribution
                 continue
             ours, theirs = getattr(self, f.name), getattr(protocol, f.name)
             if f.name == "augment":
