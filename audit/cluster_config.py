@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from audit.errors import AuditError
+from audit.errors import AuditError, read_utf8
+from runners import safe_yaml
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class SlurmParams:
         return params
 
 
+MAX_INT = 10**6  # no SLURM count or minute budget here is larger (a typo, or an overflow)
 FIELDS = {f.name: f for f in dataclasses.fields(SlurmParams)}
 # the annotations are strings (from __future__ import annotations): "int", "str | None", ...
 INT_FIELDS = {name for name, f in FIELDS.items() if f.type.split(" | ")[0] == "int"}
@@ -77,12 +79,14 @@ def load_cluster_section(path: Path | None) -> dict[str, Any]:
     """The `cluster:` mapping of a YAML config file ({} without a file)."""
     if path is None:
         return {}
+    text = read_utf8(Path(path), "the config file", limit=2**20)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise AuditError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise AuditError(f"{path}: not valid YAML ({exc})") from None
+        data = safe_yaml.load(text) or {}
+    except (yaml.YAMLError, safe_yaml.YamlLimitError) as exc:
+        raise AuditError(
+            f"{path}:{safe_yaml.error_line(exc)}: not valid YAML ({safe_yaml.problem(exc)}); "
+            "fix the config file"
+        ) from None
     section = data.get("cluster", {}) if isinstance(data, dict) else None
     if not isinstance(section, dict):
         raise AuditError(f"{path}: `cluster` must be a mapping of SLURM parameters")
@@ -93,7 +97,7 @@ def slurm_params(
     config: dict[str, Any], flags: dict[str, Any], where: str = "config"
 ) -> SlurmParams:
     """Merge file values and flags (None = not given) into validated parameters."""
-    unknown = sorted(set(config) - set(FIELDS))
+    unknown = sorted(_short(k) if not isinstance(k, str) else k for k in set(config) - set(FIELDS))
     if unknown:
         raise AuditError(
             f"{where}: unknown cluster key(s) {', '.join(unknown)}; valid keys: {', '.join(FIELDS)}"
@@ -103,18 +107,25 @@ def slurm_params(
         if value is None:
             continue
         if key in INT_FIELDS and (
-            not isinstance(value, int) or isinstance(value, bool) or value < 0
+            not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT
         ):
             raise AuditError(
-                f"{where}: cluster.{key} must be a non-negative integer, got {value!r}"
+                f"{where}: cluster.{key} must be a whole number from 0 to {MAX_INT}, "
+                f"got {_short(value)}"
             )
         if key in STR_FIELDS and not isinstance(value, str):
-            raise AuditError(f"{where}: cluster.{key} must be a string, got {value!r}")
+            raise AuditError(f"{where}: cluster.{key} must be a string, got {_short(value)}")
     if merged.get("time_min") == 0 or merged.get("array_parallelism") == 0:
         raise AuditError(f"{where}: time_min and array_parallelism must be at least 1")
     params = SlurmParams(**merged)
     _require_training_time(params, where)
     return params
+
+
+def _short(value: Any) -> str:
+    """A config value quoted in an error, cut short (a value may be a huge structure)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # slurmctld checks time limits every 30 s and sends the --signal warning at the first check

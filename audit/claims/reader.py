@@ -1,5 +1,5 @@
 """The claims file's YAML reader: text -> a tree of `Y` values that keep each value's line
-and text as written, with the bounds of `audit.safe_yaml` (no alias bomb, no deep nesting)."""
+and text as written, with the bounds of `runners.safe_yaml` (no alias bomb, no deep nesting)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from typing import Any
 import yaml
 
 from audit.errors import AuditError, read_utf8
+from runners import safe_yaml
+
+MAX_BYTES = 16 * 2**20  # a claims file of 10,000 claims is about 1 MiB
 
 _TAG = "tag:yaml.org,2002:"
 
@@ -33,18 +36,21 @@ class Reader:
     def __init__(self, path: Path):
         self.path = path
         self._constructor = yaml.constructor.SafeConstructor()
+        self._converted: dict[int, Y] = {}  # an alias is one node: converted once, shared
 
     def fail(self, line: int, message: str) -> AuditError:
         return AuditError(f"{self.path}:{line}: {message}")
 
     def load(self) -> Y:
-        text = read_utf8(self.path, "the claims file")
+        text = read_utf8(self.path, "the claims file", limit=MAX_BYTES)
         if not text.strip():
             raise AuditError(
                 f"{self.path}:1: the claims file is empty; start from the example in docs/claims.md"
             )
         try:
-            node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            node = safe_yaml.compose(text)
+        except safe_yaml.YamlLimitError as exc:
+            raise self.fail(exc.line, f"the claims file is {exc}; write the values out") from None
         except yaml.YAMLError as exc:
             raise self._syntax_error(exc, text) from None
         if node is None:
@@ -65,6 +71,12 @@ class Reader:
         return self.fail(line, f"malformed YAML ({problem}); {hint}")
 
     def convert(self, node: yaml.Node) -> Y:
+        done = self._converted.get(id(node))
+        if done is None:
+            done = self._converted[id(node)] = self._convert(node)
+        return done
+
+    def _convert(self, node: yaml.Node) -> Y:
         line = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             return Y(self._mapping(node), line)
@@ -85,7 +97,13 @@ class Reader:
                 return int(text)
         except ValueError:
             pass
-        return self._constructor.construct_object(node)
+        try:
+            return self._constructor.construct_object(node)
+        except yaml.YAMLError as exc:  # e.g. a !!python/... tag: never constructed
+            raise self.fail(
+                node.start_mark.line + 1,
+                f"{safe_yaml.problem(exc)}; write plain values (no !! tags)",
+            ) from None
 
     def _mapping(self, node: yaml.MappingNode) -> dict[str, Y]:
         out: dict[str, Y] = {}

@@ -184,4 +184,7 @@ def _reference_series(
                 raise reader.fail(cell.line, f"{ref_id}: no claim {claim_id!r} for this value")
             if cell.value is not None:  # null: the source did not reproduce this cell
                 out[claim_id] = as_number(reader, cell, f"{ref_id} {claim_id}")
+                metric = by_id[claim_id].metric
+                if name == "reproduced" and metric:  # it lies where the claim's value may
+                    check_range(reader, cell, metric, out[claim_id][0], f"{ref_id} {claim_id}")
     return out
