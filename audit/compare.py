@@ -15,8 +15,9 @@ listed in the outcome row). Statistics use the runs with status `done` only:
   (Welch-Satterthwaite degrees of freedom). The relation holds if the statistic `op` -slack;
   `relation_flipped` if not; `inconclusive` if the interval contains the boundary.
 - `missing`: no run matched (or none recorded the metric); `failed`: runs matched but none
-  is done (failed, diverged or a corrupt result.json). When some runs are done and others
-  failed, the verdict uses the done ones and `reason` names the failed ones.
+  is done (failed or diverged); `corrupt`: a matched run directory is damaged (its result
+  cannot be trusted, so the claim fails whatever the other runs say). When some runs are
+  done and others failed, the verdict uses the done ones and `reason` names the failed ones.
 
 This module never imports torch.
 """
@@ -70,7 +71,15 @@ EXTRA_COLUMNS = [
     "paired",  # relation: True when the statistic comes from paired (same-seed) runs
     "note",
 ]
-VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "missing", "failed", "relation_flipped")
+VERDICTS = (
+    "reproduced",
+    "not_reproduced",
+    "inconclusive",
+    "missing",
+    "failed",
+    "relation_flipped",
+    "corrupt",
+)
 CONFIDENCE = 0.95
 _EPS = 1e-9  # bounds are inclusive; floats like 93.25 - 1.0 must not fall outside by noise
 
@@ -200,6 +209,7 @@ class Runs:
 
     values: list[tuple[int, float, str]] = field(default_factory=list)  # (seed, value, run)
     not_done: list[str] = field(default_factory=list)  # "run_id: status (reason)"
+    corrupt: list[str] = field(default_factory=list)  # "run_id (reason)" of damaged runs
     no_metric: list[str] = field(default_factory=list)  # done runs without the metric
     run_ids: list[str] = field(default_factory=list)
     deviations: set[str] = field(default_factory=set)
@@ -281,6 +291,8 @@ class RunIndex:
             run_id, status = col["run_id"][i], col["status"][i]
             out.run_ids.append(run_id)
             out.deviations.update(col["deviations"][i] or ())
+            if status == "corrupt":
+                out.corrupt.append(f"{run_id} ({col['reason'][i]})")
             if status != "done":
                 reason = col["reason"][i]
                 out.not_done.append(f"{run_id}: {status}" + (f" ({reason})" if reason else ""))
@@ -423,6 +435,9 @@ def _relation_verdict(stats: Stats, op: str, boundary: float) -> tuple[str, str]
 def _runs_problem(claim: Claim, term_runs: list[Runs]) -> tuple[str, str] | None:
     """(verdict, reason) when there is nothing to compute a statistic from."""
     experiments = claim.experiments()
+    damaged = [r for runs in term_runs for r in runs.corrupt]
+    if damaged:
+        return "corrupt", "damaged run directory: " + "; ".join(damaged)
     absent = [e for e, runs in zip(experiments, term_runs, strict=True) if runs.matched == 0]
     if absent:
         why = "" if claim.runnable else " (no runner on this harness; give results by CSV)"

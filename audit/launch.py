@@ -99,13 +99,14 @@ def run_job(spec: dict[str, Any], store_dir: str, options: RunOptions) -> dict[s
 
 
 def _clear_stale_files(store: Store, rid: str) -> None:
-    """A corrupt result/checkpoint is moved aside (never used), a failed result removed (its
-    reason is kept in job.json's attempts)."""
-    try:
-        store.result(rid)
-    except ValueError as exc:
-        moved = store.quarantine(rid, RESULT_FILE)
-        _note(store, rid, f"corrupt result moved to {moved.name}: {exc}")
+    """Damaged files (the reader's verdict, the check's too) and a corrupt checkpoint are
+    moved aside (never used), a failed result removed (its reason is kept in job.json's
+    attempts). The runner then writes the spec again and resumes or retrains."""
+    record = store.record(rid)
+    for name in record.damaged:
+        moved = store.quarantine(rid, name)
+        if moved is not None:
+            _note(store, rid, f"damaged {name} moved to {moved.name}: {record.problem}")
     if store.result_status(rid) == "failed":
         (store.run_dir(rid) / RESULT_FILE).unlink()
     problem = checkpoint_is_corrupt(store.run_dir(rid))

@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from audit.escape import terminal
 from audit.store import FINISHED, Store
 
 
@@ -49,7 +50,7 @@ class Progress:
                 )
                 current.append(f"{_short(item.run_id)} {epochs}".strip())
         label = f"runs {done}/{self.total_runs} done"
-        detail = ", ".join(current[:3]) + (" ..." if len(current) > 3 else "")
+        detail = terminal(", ".join(current[:3]) + (" ..." if len(current) > 3 else ""))
         if self.use_bar:
             self._draw(label, detail, epochs_done, epochs_total)
         else:
@@ -82,7 +83,9 @@ class Progress:
         self._bar.update(n - self._bar.n)
 
     def write(self, message: str) -> None:
-        """An event line, above the bar on a terminal (so neither overwrites the other)."""
+        """An event line, above the bar on a terminal (so neither overwrites the other).
+        Messages quote run output and errors: escape sequences in them are made visible."""
+        message = terminal(message, keep_newlines=True)
         if self._bar is not None:
             self._bar.write(message, file=self.stream)
         else:

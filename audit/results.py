@@ -4,10 +4,10 @@ Columns (docs/architecture.md, "Results table"): `run_id, status, reason, kind, 
 arch, norm, epochs, seed, deviations`, then one column per metric (`test_top1`, ...), then
 any other scalar spec field a claim may match on (e.g. `source` of a kernels run).
 
-`status` is `done | failed | diverged` as in result.json, plus `corrupt` for a run whose
-result.json cannot be read: such a run is reported (never silently used or dropped).
-Runs without a result.json (queued or still running) are not results and are left out.
-Problems that are not a run (an unreadable spec.yaml) go to `table.attrs["problems"]`.
+`status` is `done | failed | diverged` as in result.json, plus `corrupt` for a damaged run
+directory (runners.rundir.read_run says why): such a run is reported, never silently used or
+dropped. Runs without a result.json (queued or still running) are not results and are left
+out. Every damaged run is also listed in `table.attrs["problems"]` (printed as warnings).
 
 This module never imports torch.
 """
@@ -26,7 +26,7 @@ import pandas as pd
 from audit.claims import ARCHS as KNOWN_ARCHS
 from audit.claims import DATASETS, KINDS, METRICS, NORMS
 from audit.errors import AuditError, read_utf8
-from runners.rundir import STATUSES, read_result, read_spec
+from runners.rundir import STATUSES, RunRecord, read_run
 
 BASE_COLUMNS = (
     "run_id",
@@ -55,41 +55,53 @@ def empty_results() -> pd.DataFrame:
 
 
 def load_results(store_dir: str | Path) -> pd.DataFrame:
-    """Every finished run under `<store_dir>/runs/`, one row each."""
-    store = Path(store_dir)
-    if not store.is_dir():
-        raise AuditError(
-            f"{store}: no such store directory; pass --store DIR (the directory `audit run` "
-            "wrote to) or --results FILE.csv"
-        )
-    runs = store / "runs"
+    """Every finished or damaged run under `<store_dir>/runs/`, one row each.
+
+    A damaged run directory (runners.rundir.read_run) is a row with status `corrupt` and the
+    reason, matched to claims through its spec, or when that is unreadable through the spec
+    the store's plan.json recorded for its run id; it is also listed in attrs["problems"]."""
+    from audit.store import open_store
+
+    store = open_store(Path(store_dir))
+    planned = _planned_specs(store.read_plan())
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
-    for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
-        if run_dir.is_dir():
-            row = _store_row(run_dir, problems)
-            if row is not None:
-                rows.append(row)
-    return _frame(rows, problems, {"source": str(store)})
+    for run_id in store.run_ids():
+        record = read_run(store.run_dir(run_id))
+        row = _store_row(record, planned.get(run_id))
+        if row is None:
+            continue
+        rows.append(row)
+        if record.problem is not None:
+            problems.append(
+                f"{record.run_dir}: damaged run directory ({record.problem}); it is a corrupt "
+                "run and fails the claims it serves (`audit run` moves the damaged files aside "
+                "and trains it again)"
+            )
+    return _frame(rows, problems, {"source": str(store.root)})
 
 
-def _store_row(run_dir: Path, problems: list[str]) -> dict[str, Any] | None:
-    try:
-        spec = read_spec(run_dir)
-    except FileNotFoundError:
-        return None  # a directory the store created but no runner has written to yet
-    except (ValueError, OSError, UnicodeDecodeError) as exc:  # yaml errors are ValueErrors
-        problems.append(f"{run_dir}/spec.yaml: unreadable ({exc}); the run is ignored")
+def _planned_specs(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """run id -> spec, from the store's plan.json (a torn or hand-edited plan gives {})."""
+    matrix = plan.get("matrix")
+    if not isinstance(matrix, list):
+        return {}
+    return {
+        str(entry["run_id"]): entry["spec"]
+        for entry in matrix
+        if isinstance(entry, dict) and isinstance(entry.get("spec"), dict) and "run_id" in entry
+    }
+
+
+def _store_row(record: RunRecord, planned: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's row; None for a run without a result yet (queued, running, interrupted)."""
+    if record.problem is None and record.result is None:
         return None
-    row = _spec_fields(spec)
-    row["run_id"] = run_dir.name
-    try:
-        result = read_result(run_dir)
-    except ValueError as exc:
-        problems.append(f"{exc}; counted as a failed run")
-        return {**row, "status": "corrupt", "reason": str(exc), "deviations": []}
-    if result is None:
-        return None
+    row = _spec_fields(record.spec or planned or {})
+    row["run_id"] = record.run_id
+    if record.problem is not None or record.result is None:
+        return {**row, "status": "corrupt", "reason": record.problem, "deviations": []}
+    result = record.result
     row.update(status=result.status, reason=result.reason, deviations=list(result.deviations))
     for key, value in result.metrics.items():
         row[key] = _float_or_nan(value)

@@ -158,7 +158,7 @@ def test_markdown_and_json_outputs(files, tmp_path, capsys):
 def test_store_directory_is_read(files, tmp_path, capsys):
     claims, _ = files
     assert check(claims, "--store", str(tmp_path / "absent")) == 2
-    assert "no such store directory" in capsys.readouterr().err
+    assert "not a result store (no such folder)" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- bad CSV input

@@ -333,7 +333,7 @@ def test_store_results_are_matched_and_corrupt_files_reported(claims, tmp_path):
     table = {r["claim_id"]: r for r in compare(claims, results).to_dict("records")}
     assert table["tab.vgg16.bn20"]["verdict"] == "reproduced"
     assert table["tab.vgg16.bn20"]["deviations"] == ["x (protocol: y)"]
-    assert table["tab.vgg16.nd20"]["verdict"] == "failed"
+    assert table["tab.vgg16.nd20"]["verdict"] == "corrupt"
     assert "corrupt" in table["tab.vgg16.nd20"]["reason"]
     json.dumps(table["tab.vgg16.nd20"]["run_ids"])  # plain Python lists
 

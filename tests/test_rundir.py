@@ -44,7 +44,7 @@ def test_read_jsonl_skips_a_torn_last_line_only(tmp_path):
         handle.write('{"epoch": 3, "tes')  # a crash in the middle of a write
     assert [r["epoch"] for r in rundir.read_jsonl(path)] == [1, 2]
     path.write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
-    with pytest.raises(json.JSONDecodeError):
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a JSON line"):
         rundir.read_jsonl(path)
 
 
