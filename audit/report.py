@@ -47,7 +47,15 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 DEFAULT_TITLE = "Reproduction audit of “Network Deconvolution” (Ye et al., ICLR 2020)"
 
 # The verdicts of audit.compare.VERDICTS, in the order the headline shows them.
-VERDICTS = ("reproduced", "not_reproduced", "relation_flipped", "inconclusive", "missing", "failed")
+VERDICTS = (
+    "reproduced",
+    "not_reproduced",
+    "relation_flipped",
+    "inconclusive",
+    "missing",
+    "failed",
+    "corrupt",
+)
 DATASET_LABELS = {
     "cifar10": "CIFAR-10",
     "cifar100": "CIFAR-100",

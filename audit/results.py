@@ -78,7 +78,9 @@ def load_results(store_dir: str | Path) -> pd.DataFrame:
                 "run and fails the claims it serves (`audit run` moves the damaged files aside "
                 "and trains it again)"
             )
-    return _frame(rows, problems, {"source": str(store.root)})
+    origins = [str(store.run_dir(row["run_id"])) for row in rows]
+    attrs = {"source": str(store.root), "origins": origins, "given_ids": [True] * len(rows)}
+    return _frame(rows, problems, attrs)
 
 
 def _planned_specs(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -170,11 +172,13 @@ def load_results_csv(path: str | Path) -> pd.DataFrame:
     data["deviations"] = [
         [d.strip() for d in t.split(";") if d.strip()] if t else [] for t in deviations.tolist()
     ]
+    origins = [f"{path}:{n}" for n in line]
+    given = [bool(r) for r in run_ids.tolist()]
     return _frame_from_columns(
         {k: v.tolist() if isinstance(v, pd.Series) else v for k, v in data.items()},
         len(raw),
         [],
-        {"source": str(path)},
+        {"source": str(path), "origins": origins, "given_ids": given},
     )
 
 

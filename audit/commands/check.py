@@ -103,18 +103,14 @@ def load_table(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def load_results_table(store: Path | None, csvs: list[Path]) -> pd.DataFrame:
-    """The store's runs and every CSV's rows in one results table, with their problems."""
-    import pandas as pd
-
+    """The store's runs and every CSV's rows in one results table, each run once (a run
+    given twice is merged with a warning, or an error when its values differ)."""
+    from audit.duplicates import merge_results
     from audit.results import load_results, load_results_csv
 
     tables = [load_results(store)] if store is not None else []
     tables += [load_results_csv(path) for path in csvs]
-    if len(tables) == 1:
-        return tables[0]
-    table = pd.concat(tables, ignore_index=True)
-    table.attrs = {"problems": [p for t in tables for p in t.attrs.get("problems", [])]}
-    return table
+    return merge_results(tables)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -151,9 +147,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _write(path: Path, text: str) -> None:
-    from audit.errors import AuditError
+    """Whole or not at all: a failed write (a full disk) leaves the previous file as it was."""
+    from audit.atomic import write_text_atomic
 
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise AuditError(f"{path}: cannot write ({exc.strerror}); check the directory") from None
+    write_text_atomic(path, text, what="the check's output")
