@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from audit import limits
 from audit.claims import ARCHS as KNOWN_ARCHS
 from audit.claims import DATASETS, KINDS, METRICS, NORMS
 from audit.errors import AuditError, read_utf8
@@ -155,8 +156,8 @@ def load_results_csv(path: str | Path) -> pd.DataFrame:
     for name in ("dataset", "arch", "norm", "epochs"):
         _fail_first(path, line, classify & (raw[name] == ""), f"a classify run needs a {name}")
     _fail_first(path, line, raw["seed"] == "", "seed is empty; number the runs 0, 1, 2, ...")
-    data["epochs"] = _integers(path, line, raw["epochs"], "epochs", minimum=1)
-    data["seed"] = _integers(path, line, raw["seed"], "seed", minimum=0)
+    data["epochs"] = _integers(path, line, raw["epochs"], "epochs", limits.EPOCHS)
+    data["seed"] = _integers(path, line, raw["seed"], "seed", limits.SEED)
     for name in ("dataset", "arch", "norm"):
         data[name] = [v or None for v in raw[name].tolist()]
     for metric in [c for c in raw.columns if c in METRICS or c in _EXTRA_METRICS]:
@@ -256,13 +257,14 @@ def _check_choice(
 
 
 def _integers(
-    path: Path, line: list[int], column: pd.Series, name: str, minimum: int
+    path: Path, line: list[int], column: pd.Series, name: str, bounds: tuple[int, int]
 ) -> list[int | None]:
-    bad = (column != "") & ~column.str.fullmatch(r"\d+")
-    _fail_first(path, line, bad, f"{name} must be a whole number >= {minimum}")
+    low, high = bounds
+    bad = (column != "") & ~column.str.fullmatch(r"\d{1,18}")
+    _fail_first(path, line, bad, f"{name} must be a whole number from {low} to {high}")
     values = [int(v) if v else None for v in column.tolist()]
-    small = pd.Series([v is not None and v < minimum for v in values], index=column.index)
-    _fail_first(path, line, small, f"{name} must be >= {minimum}")
+    outside = pd.Series([v is not None and not low <= v <= high for v in values], column.index)
+    _fail_first(path, line, outside, f"{name} must be from {low} to {high}")
     return values
 
 

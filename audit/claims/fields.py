@@ -10,6 +10,7 @@ from typing import Any
 
 from audit.claims.model import DIRECTIONS, ID_RE, METRICS, NAME_CHOICES, Tolerance
 from audit.claims.reader import Reader, Y
+from audit.limits import EPOCHS
 
 # --------------------------------------------------------------------------- typed access
 
@@ -162,8 +163,11 @@ def experiment_value(reader: Reader, key: str, node: Y, what: str) -> Any:
         return value
     if key == "epochs":
         value, text = as_number(reader, node, f"{what}: epochs")
-        if not isinstance(node.value, int) or value <= 0:
-            raise reader.fail(node.line, f"epochs must be a positive integer, got {text}")
+        low, high = EPOCHS
+        if not isinstance(node.value, int) or not low <= value <= high:
+            raise reader.fail(
+                node.line, f"epochs must be a whole number from {low} to {high}, got {text}"
+            )
         return int(value)
     if isinstance(node.value, dict | list):
         raise reader.fail(node.line, f"{what}: experiment field {key!r} must be a plain value")

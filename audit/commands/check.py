@@ -82,17 +82,20 @@ def split_list(values: list[str] | None) -> list[str] | None:
 def select_claims(args: argparse.Namespace) -> ClaimSet:
     from audit.claims import load_claims
     from audit.errors import AuditError
+    from audit.limits import EPOCHS, parse_int
 
     epochs = split_list(args.epochs)
-    if epochs and not all(e.isdigit() for e in epochs):
-        raise AuditError(f"--epochs takes whole numbers, got {', '.join(epochs)}")
+    try:
+        epochs = [parse_int(e, *EPOCHS) for e in epochs] if epochs else None
+    except ValueError as exc:
+        raise AuditError(f"--epochs: {exc}") from None
     return load_claims(args.claims).select(
         groups=split_list(args.group),
         ids=split_list(args.id),
         datasets=split_list(args.dataset),
         archs=split_list(args.arch),
         norms=split_list(args.norm),
-        epochs=[int(e) for e in epochs] if epochs else None,
+        epochs=epochs,
     )
 
 

@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from audit import limits
 from audit.errors import AuditError
+from audit.limits import int_in
 from audit.plan import Plan, build_plan, format_plan, throughput_key
 from audit.profiles import PROFILES, default_data_dir, get_profile
 from runners.errors import RunnerInputError
@@ -24,7 +26,10 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile", default="full", help=f"one of {', '.join(PROFILES)} (default: full)"
     )
     parser.add_argument(
-        "--seeds", type=int, default=None, help="seeds per experiment (default: the profile's)"
+        "--seeds",
+        type=int_in(*limits.SEEDS),
+        default=None,
+        help="seeds per experiment, 1 to 100 (default: the profile's)",
     )
     parser.add_argument(
         "--data-dir",

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from audit import limits
 from audit.commands.plan import add_selection_arguments, plan_from_args
 from audit.errors import AuditError
+from audit.limits import float_in, int_in
 from audit.plan import SMOKE, Plan, format_plan
 
 if TYPE_CHECKING:
@@ -29,11 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--executor", default="local", help="local (default), slurm or debug (in-process)")
     add("--force", action="store_true", help="retrain finished runs (old files are kept aside)")
-    add("--retries", type=int, default=2, help="resubmissions of a failed job (default: 2)")
+    add("--retries", type=int_in(*limits.RETRIES), default=2, help="resubmissions (0-100; 2)")
     add("--detach", action="store_true", help="submit and return; re-attach with a later run")
     add("--dry-run", action="store_true", help="print the matrix and sbatch parameters only")
-    add("--poll", type=float, default=15.0, help="seconds between scheduler polls (default 15)")
-    add("--parallel", type=int, default=1, help="local executor: runs at once (default 1)")
+    add("--poll", type=float_in(*limits.POLL_S), default=15.0, help="seconds between polls (15)")
+    add("--parallel", type=int_in(*limits.PARALLEL), default=1, help="local runs at once (1)")
     add("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if present)")
     add("--no-report", action="store_true", help="skip the HTML/PDF report at the end")
     add("--no-pdf", action="store_true", help="write the report's HTML only")
