@@ -110,7 +110,7 @@ def slurm_params(
             not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT
         ):
             raise AuditError(
-                f"{where}: cluster.{key} must be a whole number from 0 to {MAX_INT}, "
+                f"{where}: cluster.{key} must be a non-negative integer up to {MAX_INT}, "
                 f"got {_short(value)}"
             )
         if key in STR_FIELDS and not isinstance(value, str):

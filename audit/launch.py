@@ -39,7 +39,7 @@ from typing import Any, Protocol
 import submitit
 
 from audit.cluster_config import SlurmParams
-from audit.errors import AuditError
+from audit.errors import AuditError, is_disk_full
 from audit.store import (
     FINISHED,
     Store,
@@ -47,7 +47,7 @@ from audit.store import (
     result_is_finished,
     scheduler_ids,
 )
-from runners.rundir import CHECKPOINT_FILE, LOG_FILE, RESULT_FILE
+from runners.rundir import CHECKPOINT_FILE, LOG_FILE, RESULT_FILE, log_tail
 
 EXECUTORS = ("local", "slurm", "debug")
 # Scheduler states of a job that may still train (SLURM's, plus the local executor's).
@@ -65,6 +65,7 @@ ACTIVE_STATES = (
     "STAGE_OUT",
 )
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+DISK_FULL = "no space left on device"
 UNKNOWN_GRACE_S = 300  # a job sacct has never heard of this long after submission is lost
 
 
@@ -140,6 +141,12 @@ def _attempt(store: Store, rid: str, spec: dict[str, Any], options: RunOptions) 
     except submitit.core.utils.UncompletedJobError:
         raise  # submitit's own signal: the job is over and not requeued
     except Exception as exc:
+        if is_disk_full(exc):  # the last checkpoint is whole: freeing space lets it resume
+            reason = f"{DISK_FULL}: {store.run_dir(rid)}"
+            with contextlib.suppress(OSError):
+                store.record_failure(rid, reason)
+            outcome = {"run_id": rid, "outcome": "disk-full", "error": reason}
+            return outcome
         tail = "".join(traceback.format_exception_only(exc)).strip()
         store.record_failure(rid, f"{tail}\n{store.log_tail(rid, lines=5)}".strip())
         outcome = {
@@ -150,7 +157,8 @@ def _attempt(store: Store, rid: str, spec: dict[str, Any], options: RunOptions) 
         }
     finally:
         # SystemExit (submitit's requeue) and KeyboardInterrupt leave outcome "interrupted"
-        _record_attempt_end(store, rid, index, outcome)
+        with contextlib.suppress(OSError):  # bookkeeping; a full disk must not hide the cause
+            _record_attempt_end(store, rid, index, outcome)
     return outcome
 
 
@@ -569,6 +577,15 @@ def _settle(
         return None  # submitted; sacct has not caught up yet
     if result_is_finished(store, item.run_id):
         return store.result(item.run_id).status
+    if failed_on_full_disk(
+        store, item.run_id, executor.log_files(item.job_id) if item.job_id else ()
+    ):
+        with contextlib.suppress(OSError, IndexError):  # for `audit run`'s exit (when it fits)
+            store.update_job(
+                item.run_id, lambda job: job["attempts"][-1].update(outcome="disk-full")
+            )
+        say(f"run {item.run_id} failed: {DISK_FULL} (free space and rerun: it resumes)")
+        return "failed"  # retrying on a full disk cannot help
     last = (store.read_job(item.run_id).get("attempts") or [{}])[-1]
     if last.get("outcome") == "input-error":
         say(f"run {item.run_id} failed: {last.get('error')}")
@@ -587,6 +604,15 @@ def _settle(
             store.record_failure(item.run_id, reason)
     say(f"run {item.run_id} failed: {why}")
     return "failed"
+
+
+def failed_on_full_disk(store: Store, rid: str, logs: Any = ()) -> bool:
+    """Whether the run's last attempt ended on a full disk: its recorded outcome, or (when
+    the disk was too full to record it) "No space left on device" in its logs' tails."""
+    attempts = store.read_job(rid).get("attempts") or [{}]
+    if isinstance(attempts[-1], dict) and attempts[-1].get("outcome") == "disk-full":
+        return True
+    return any("No space left on device" in line for log in logs for line in log_tail(log, 5))
 
 
 def _child_main(payload: str) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from audit import limits
 from audit.commands.plan import add_selection_arguments, plan_from_args
-from audit.errors import AuditError
+from audit.errors import AuditError, disk_full_error, is_disk_full
 from audit.limits import float_in, int_in
 from audit.plan import SMOKE, Plan, format_plan
 
@@ -119,6 +119,7 @@ def _run(args: argparse.Namespace, plan: Plan, params: SlurmParams) -> int:
         executor.shutdown()
     if args.detach:
         return 0
+    _refuse_full_disk(store, report.settled)
     counts = Counter(report.settled.values())
     print(
         f"audit run: {len(plan.runs)} run(s): "
@@ -126,6 +127,16 @@ def _run(args: argparse.Namespace, plan: Plan, params: SlurmParams) -> int:
     )
     _check_and_report(args, plan, store)
     return 1 if counts.get("failed") else 0
+
+
+def _refuse_full_disk(store: Store, settled: dict[str, str]) -> None:
+    """Runs that failed on a full disk: exit 2 with the one message, not "job ... FAILED"."""
+    from audit.launch import failed_on_full_disk
+
+    if any(
+        failed_on_full_disk(store, rid) for rid, status in settled.items() if status == "failed"
+    ):
+        raise disk_full_error(store.root)
 
 
 def _say(progress: Progress) -> Callable[[str], None]:
@@ -160,10 +171,14 @@ def _check_and_report(args: argparse.Namespace, plan: Plan, store: Store) -> Non
         return
     try:
         paths = _render(args, plan, claims, table, results, store)
-    except OSError as exc:
+    except (OSError, AuditError) as exc:  # the renderer's own advice names `audit report`'s flags
+        if is_disk_full(exc):
+            raise disk_full_error(args.reports) from None
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
         raise AuditError(
-            f"cannot write the report under {args.reports}: {exc.strerror or exc}; "
-            "the runs are kept; rerun with --reports DIR (nothing is retrained)"
+            f"cannot write the report under {args.reports}: {why}; the runs are kept; rerun "
+            "with --reports DIR, a writable folder (nothing is retrained)"
         ) from None
     print(f"audit run: report {paths.html}" + (f" and {paths.pdf}" if paths.pdf else ""))
 

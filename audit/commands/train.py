@@ -145,7 +145,20 @@ def main(args: argparse.Namespace) -> int:
 
     from runners.classify import run, summary  # imports torch
 
-    result = run(
+    try:
+        result = _train(run, spec, args)
+    except OSError as exc:
+        from audit.errors import disk_full_error, is_disk_full
+
+        if is_disk_full(exc):  # the last checkpoint is whole: a rerun resumes from it
+            raise disk_full_error(args.out) from None
+        raise
+    print(f"{result.status}: {summary(result)}", flush=True)
+    return 0 if result.status == "done" else 1
+
+
+def _train(run: Any, spec: dict[str, Any], args: argparse.Namespace) -> Any:
+    return run(
         spec,
         args.out,
         data_dir=args.data_dir,
@@ -156,5 +169,3 @@ def main(args: argparse.Namespace) -> int:
         download=args.download,
         threads=args.threads,
     )
-    print(f"{result.status}: {summary(result)}", flush=True)
-    return 0 if result.status == "done" else 1
