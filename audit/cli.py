@@ -96,7 +96,7 @@ def _run_reporting_errors(
         return fail("interrupted", errors.EXIT_INTERRUPTED)
     except OSError as exc:  # the environment: a full disk, a folder that cannot be written
         if errors.is_disk_full(exc):
-            where = exc.filename or "the output folder"
+            where = exc.filename or "standard output or an output file"
             return fail(f"error: {errors.disk_full_error(where)}", errors.EXIT_BAD_INPUT)
         where = f": {exc.filename}" if exc.filename else ""
         return fail(f"error: {exc.strerror or exc}{where}", errors.EXIT_BAD_INPUT)

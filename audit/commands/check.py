@@ -131,11 +131,12 @@ def main(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from audit import check
     from audit.compare import compare
+    from audit.escape import terminal
 
     claims = select_claims(args)
     results = load_table(args)
     for problem in results.attrs.get("problems", []):
-        print(f"audit check: warning: {problem}", file=sys.stderr)
+        print(f"audit check: warning: {terminal(problem)}", file=sys.stderr)
     table = compare(claims, results)
     allowed = check.passing_verdicts(args.allow_missing, args.allow_inconclusive)
     if args.junit:

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 from audit.commands.check import DEFAULT_STORE, add_selection_arguments, load_results_table
+from audit.errors import AuditError, disk_full_error, is_disk_full
+from audit.escape import terminal
 
 HELP = "render the HTML and PDF reproduction report"
 
@@ -50,22 +52,27 @@ def main(args: argparse.Namespace) -> int:
     store = args.store if args.store or args.results else Path(DEFAULT_STORE)
     results = load_results_table(store, args.results or [])
     for problem in results.attrs.get("problems", []):
-        print(f"audit report: warning: {problem}", file=sys.stderr)
+        print(f"audit report: warning: {terminal(problem)}", file=sys.stderr)
     scope = {"profile": args.profile} if args.profile else {}
     if args.results:
         scope["results"] = ", ".join(str(p) for p in args.results)
-    paths = render_report(
-        claims,
-        compare(claims, results),
-        results,
-        store,
-        args.out / args.name,
-        title=args.title or DEFAULT_TITLE,
-        scope=scope,
-        command=command_line(),
-        claims_path=args.claims,
-        pdf=not args.no_pdf,
-    )
+    try:
+        paths = render_report(
+            claims,
+            compare(claims, results),
+            results,
+            store,
+            args.out / args.name,
+            title=args.title or DEFAULT_TITLE,
+            scope=scope,
+            command=command_line(),
+            claims_path=args.claims,
+            pdf=not args.no_pdf,
+        )
+    except AuditError as exc:
+        if is_disk_full(exc):  # the renderer's own message hides the cause
+            raise disk_full_error(args.out / args.name) from None
+        raise
     print(f"audit report: wrote {paths.html}" + (f" and {paths.pdf}" if paths.pdf else ""))
     return 0
 
