@@ -33,13 +33,13 @@ from audit.errors import AuditError
 from audit.store import PLAN_FILE
 from runners.rundir import (
     LOG_FILE,
-    METRICS_FILE,
     PROVENANCE_PACKAGES,
     RESULT_FILE,
     atomic_write_text,
+    log_tail,
     package_versions,
     project_commit,
-    read_jsonl,
+    read_run,
     read_spec,
 )
 
@@ -620,8 +620,9 @@ def load_run_details(store_dir: Path | None, results: pd.DataFrame) -> pd.DataFr
     tail of log.txt: what the cost, failure and methods sections need."""
     rows = []
     for run_id, run_dir in _run_dirs(store_dir, results).items():
-        result = _read_json(run_dir / RESULT_FILE)
-        seconds = [m["seconds"] for m in read_jsonl(run_dir / METRICS_FILE) if "seconds" in m]
+        record = read_run(run_dir)  # the one reader: a damaged part is left out, never raised
+        result = record.result.to_dict() if record.result is not None else {}
+        seconds = [m["seconds"] for m in record.metrics if _is_number(m.get("seconds"))]
         rows.append(
             {
                 "run_id": run_id,
@@ -630,7 +631,9 @@ def load_run_details(store_dir: Path | None, results: pd.DataFrame) -> pd.DataFr
                 "gpu_seconds": float(result.get("gpu_seconds") or 0.0),
                 "seconds_per_epoch": float(np.mean(seconds)) if seconds else math.nan,
                 "nd_options": _nd_options(run_dir),
-                "log_tail": "" if result.get("status") == "done" else _log_tail(run_dir / LOG_FILE),
+                "log_tail": ""
+                if result.get("status") == "done"
+                else "\n".join(log_tail(run_dir / LOG_FILE, LOG_TAIL_LINES)),
             }
         )
     return pd.DataFrame(rows, columns=DETAIL_COLUMNS)
@@ -648,20 +651,16 @@ def _nd_options(run_dir: Path) -> str:
     return ", ".join(f"{key}={value}" for key, value in sorted(options.items()))
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}  # a run without (or with a torn) result.json is reported by status
     return data if isinstance(data, dict) else {}
-
-
-def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def load_curves(store_dir: Path | None, results: pd.DataFrame) -> pd.DataFrame:
@@ -672,7 +671,8 @@ def load_curves(store_dir: Path | None, results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     frames = []
     for run in results[results["run_id"].isin(list(dirs))].to_dict("records"):
-        lines = [m for m in read_jsonl(dirs[run["run_id"]] / METRICS_FILE) if "test_top1" in m]
+        metrics = read_run(dirs[run["run_id"]]).metrics
+        lines = [m for m in metrics if _is_number(m.get("test_top1")) and "epoch" in m]
         if lines:
             frame = pd.DataFrame(lines)[["epoch", "test_top1"]]
             frames.append(frame.assign(**{k: run.get(k) for k in columns[:6]}))
