@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from audit.errors import AuditError
+from audit.results import METRIC_COLUMNS
 
 # The fields that name an experiment in results from any source (a CSV has no others).
 RUN_KEY = ("kind", "dataset", "arch", "norm", "epochs", "seed", "source")
@@ -91,14 +92,19 @@ def _experiment_key(table: pd.DataFrame) -> pd.Series:
 
 
 def _same_values(table: pd.DataFrame, first: int, later: int) -> bool:
-    """Whether two rows say the same: status and every value (NaN equal to NaN)."""
+    """Whether two rows say the same: the status and every metric (NaN equal to NaN), and
+    every other field both rows know (a CSV knows fewer spec fields than a store)."""
     for column in table.columns:
         if column in _BOOKKEEPING:
             continue
         a, b = table.at[first, column], table.at[later, column]
         if _missing(a) and _missing(b):
             continue
-        if _missing(a) or _missing(b) or a != b:
+        if _missing(a) or _missing(b):
+            if column in METRIC_COLUMNS or column == "status":
+                return False
+            continue
+        if a != b:
             return False
     return True
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,14 @@ def load_results(store_dir: str | Path) -> pd.DataFrame:
             continue
         rows.append(row)
         if record.problem is not None:
+            serves = (
+                "fails the claims it serves"
+                if row.get("kind")
+                else "no claim can be matched to it (no readable spec, no plan entry, not a run id)"
+            )
             problems.append(
                 f"{record.run_dir}: damaged run directory ({record.problem}); it is a corrupt "
-                "run and fails the claims it serves (`audit run` moves the damaged files aside "
-                "and trains it again)"
+                f"run and {serves}; `audit run` moves the damaged files aside and trains it again"
             )
     origins = [str(store.run_dir(row["run_id"])) for row in rows]
     attrs = {"source": str(store.root), "origins": origins, "given_ids": [True] * len(rows)}
@@ -100,7 +105,7 @@ def _store_row(record: RunRecord, planned: dict[str, Any] | None) -> dict[str, A
     """The run's row; None for a run without a result yet (queued, running, interrupted)."""
     if record.problem is None and record.result is None:
         return None
-    row = _spec_fields(record.spec or planned or {})
+    row = _spec_fields(record.spec or planned or _fields_from_run_id(record.run_id))
     row["run_id"] = record.run_id
     if record.problem is not None or record.result is None:
         return {**row, "status": "corrupt", "reason": record.problem, "deviations": []}
@@ -109,6 +114,26 @@ def _store_row(record: RunRecord, planned: dict[str, Any] | None) -> dict[str, A
     for key, value in result.metrics.items():
         row[key] = _float_or_nan(value)
     return row
+
+
+# A classification run id: classify-<arch>-<norm>-<dataset>-e<epochs>-s<seed>-<hash>
+_CLASSIFY_ID = re.compile(
+    r"classify-([A-Za-z0-9.]+)-([a-z]+)-([a-z0-9]+)-e(\d{1,5})-s(\d{1,10})-[0-9a-f]{12}"
+)
+
+
+def _fields_from_run_id(run_id: str) -> dict[str, Any]:
+    """The experiment a damaged classification run served, read from its id (runners.specs
+    .run_id) when neither its spec.yaml nor the plan says; {} for any other name."""
+    match = _CLASSIFY_ID.fullmatch(run_id)
+    if match is None:
+        return {}
+    arch, norm, slug, epochs, seed = match.groups()
+    datasets = [d for d in DATASETS if re.sub(r"[^A-Za-z0-9.]+", "", d) == slug]
+    if arch not in KNOWN_ARCHS or norm not in NORMS or len(datasets) != 1:
+        return {}
+    fields = {"kind": "classify", "arch": arch, "norm": norm, "dataset": datasets[0]}
+    return {**fields, "epochs": int(epochs), "seed": int(seed)}
 
 
 def _spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +156,7 @@ def _float_or_nan(value: Any) -> float:
 
 # Metrics a runner writes besides the claimable ones (RunResult.metrics of classify runs).
 _EXTRA_METRICS = ("train_top1", "test_loss")
+METRIC_COLUMNS = (*METRICS, *_EXTRA_METRICS)  # the numeric columns of a result row
 
 
 def load_results_csv(path: str | Path) -> pd.DataFrame:

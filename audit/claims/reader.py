@@ -15,6 +15,7 @@ from runners import safe_yaml
 MAX_BYTES = 16 * 2**20  # a claims file of 10,000 claims is about 1 MiB
 
 _TAG = "tag:yaml.org,2002:"
+_PLAIN_COLLECTIONS = (_TAG + "map", _TAG + "seq")
 
 
 # --------------------------------------------------------------------------- YAML nodes
@@ -78,6 +79,8 @@ class Reader:
 
     def _convert(self, node: yaml.Node) -> Y:
         line = node.start_mark.line + 1
+        if not isinstance(node, yaml.ScalarNode) and node.tag not in _PLAIN_COLLECTIONS:
+            raise self.fail(line, f"unsupported tag {node.tag}; write plain values (no !! tags)")
         if isinstance(node, yaml.MappingNode):
             return Y(self._mapping(node), line)
         if isinstance(node, yaml.SequenceNode):
