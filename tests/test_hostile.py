@@ -616,3 +616,28 @@ def test_error_messages_from_files_cannot_drive_the_terminal(tmp_path, capsys):
     code, _, err = audit(capsys, "validate", path)
     line = one_line_error(code, err, EXIT_BAD_INPUT, path)
     assert "\x1b" not in line and "\x07" not in line
+
+
+@pytest.mark.slow
+def test_training_on_a_full_disk_stops_in_one_line_and_resumes_once_freed(tmp_path):
+    from tests.fakedata import write_fashion_mnist
+
+    data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=32)
+    # an MLP checkpoint is about 1 MB: epoch 1's fits, epoch 2's temporary copy beside it not
+    with small_disk(tmp_path / "disk", "1536k") as disk:
+        args = [sys.executable, "-m", "audit.cli", "train", "--arch", "mlp", "--norm", "nd"]
+        args += ["--dataset", "fashion-mnist", "--epochs", "2", "--threads", "1"]
+        args += ["--data-dir", str(data), "--out", str(disk / "run")]
+        first = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+        assert first.returncode == EXIT_BAD_INPUT and "Traceback" not in first.stderr
+        assert first.stderr.strip().splitlines()[-1] == (
+            f"audit train: error: no space left on device: {disk / 'run'}; free some space "
+            "(or choose another folder) and run the command again"
+        )
+        assert not list((disk / "run").glob("*.tmp")) and not list((disk / "run").glob(".*"))
+        subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
+        second = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+        assert second.returncode == 0, second.stderr
+        assert "resuming after epoch 1 of 2" in second.stderr
+        result = json.loads((disk / "run" / "result.json").read_text())
+        assert result["status"] == "done" and result["epochs_completed"] == 2
