@@ -641,3 +641,45 @@ def test_training_on_a_full_disk_stops_in_one_line_and_resumes_once_freed(tmp_pa
         assert "resuming after epoch 1 of 2" in second.stderr
         result = json.loads((disk / "run" / "result.json").read_text())
         assert result["status"] == "done" and result["epochs_completed"] == 2
+
+
+MINI_MLP_CLAIMS = """\
+schema_version: 1
+tables:
+  - id: mini
+    group: mini
+    metric: test_top1
+    experiment: {kind: classify, dataset: fashion-mnist, arch: mlp}
+    layout: [norm, E2]
+    columns:
+      E2: {epochs: 2}
+    tolerance: {abs: 100}
+    rows:
+      - [nd, 50.0]
+"""
+
+
+@pytest.mark.slow
+def test_audit_run_on_a_full_disk_is_one_line_and_resumes_once_freed(tmp_path):
+    from tests.fakedata import write_fashion_mnist
+
+    data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=32)
+    claims = tmp_path / "mini.yaml"  # one 2-epoch MLP run
+    claims.write_text(MINI_MLP_CLAIMS, encoding="utf-8")
+    with small_disk(tmp_path / "disk", "1536k") as disk:
+        args = [sys.executable, "-m", "audit.cli", "run", "--claims", str(claims)]
+        args += ["--profile", "ci", "--no-report", "--poll", "0.5"]
+        args += ["--data-dir", str(data), "--store", str(disk / "store")]
+        first = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+        assert first.returncode == EXIT_BAD_INPUT and "Traceback" not in first.stderr
+        assert (
+            first.stderr.strip()
+            .splitlines()[-1]
+            .startswith(f"audit run: error: no space left on device: {disk / 'store'}")
+        )
+        subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+        second = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+        assert second.returncode == 0, second.stderr
+        (run_dir,) = (disk / "store" / "runs").iterdir()
+        assert "resuming after epoch" in (run_dir / "log.txt").read_text()
+        assert json.loads((run_dir / "result.json").read_text())["status"] == "done"
