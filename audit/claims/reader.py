@@ -12,7 +12,7 @@ import yaml
 from audit.errors import AuditError, read_utf8
 from runners import safe_yaml
 
-MAX_BYTES = 16 * 2**20  # a claims file of 10,000 claims is about 1 MiB
+MAX_BYTES = 4 * 2**20  # a claims file of 10,000 claims is about 1 MiB
 
 _TAG = "tag:yaml.org,2002:"
 _PLAIN_COLLECTIONS = (_TAG + "map", _TAG + "seq")
