@@ -567,7 +567,8 @@ def test_pdf_carries_headline_and_table_values(rendered):
         check=True,
     ).stdout
     assert "Headline" in text and "all claims" in text
-    assert re.search(r"table1\s+4\s+1\s+0\s+0\s+1\s+0\s+6", text), "headline row of table1"
+    # reproduced, not reproduced, flipped, inconclusive, missing, failed, corrupt, total
+    assert re.search(r"table1\s+4\s+1\s+0\s+0\s+1\s+0\s+0\s+6", text), "headline row of table1"
     values = OURS[("cifar10", "vgg16", "nd", 20)]
     assert f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} (n=3)" in text
     assert "paper 93.25" in text and "-0.17 pp" in text
