@@ -44,6 +44,7 @@ BASE_COLUMNS = (
 )
 CSV_REQUIRED = ("dataset", "arch", "norm", "epochs", "seed")
 CSV_STATUSES = STATUSES  # a CSV cannot say "corrupt"
+CSV_MAX_BYTES = 256 * 2**20  # 30,000 rows are about 1 MiB
 # Columns of a CSV that are neither spec fields nor metrics.
 _CSV_META = ("run_id", "status", "reason", "deviations")
 _NAMES = {"kind": KINDS, "dataset": DATASETS, "arch": KNOWN_ARCHS, "norm": NORMS}
@@ -211,7 +212,8 @@ def load_results_csv(path: str | Path) -> pd.DataFrame:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     """Every cell as stripped text ("" when empty); header checked."""
-    text = read_utf8(path, "the results CSV", encoding="utf-8-sig")  # spreadsheets add a BOM
+    # utf-8-sig: spreadsheets add a byte-order mark
+    text = read_utf8(path, "the results CSV", encoding="utf-8-sig", limit=CSV_MAX_BYTES)
     if not text.strip():
         raise AuditError(f"{path}:1: the results CSV is empty; it needs a header line first")
     header = [h.strip() for h in next(csv.reader([text.splitlines()[0]]))]

@@ -683,3 +683,28 @@ def test_audit_run_on_a_full_disk_is_one_line_and_resumes_once_freed(tmp_path):
         (run_dir,) = (disk / "store" / "runs").iterdir()
         assert "resuming after epoch" in (run_dir / "log.txt").read_text()
         assert json.loads((run_dir / "result.json").read_text())["status"] == "done"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["result.json NaN metric", "spec.yaml python tag"])
+def test_audit_run_repairs_a_damaged_run_that_check_fails(tmp_path, capsys, damage):
+    """`audit run` and `audit check` agree: what the check calls corrupt, run trains again
+    (resuming from the checkpoint), and then both call it done."""
+    from tests.fakedata import write_fashion_mnist
+
+    data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=32)
+    claims = tmp_path / "mini.yaml"
+    claims.write_text(MINI_MLP_CLAIMS, encoding="utf-8")
+    store = tmp_path / "store"
+    run = ("run", "--claims", claims, "--profile", "ci", "--executor", "debug", "--no-report")
+    run += ("--data-dir", data, "--store", store)
+    assert audit(capsys, *run)[0] == 0
+    (run_dir,) = (store / "runs").iterdir()
+    inputs.DAMAGES[damage](run_dir)
+    code, out, err = audit(capsys, "check", "--claims", claims, "--store", store)
+    assert code == 1 and "corrupt" in out and str(run_dir) in err
+    code, out, err = audit(capsys, *run)
+    assert code == 0 and "1 done" in out, err
+    if damage.startswith("result.json"):  # a damaged spec is written again from the plan
+        assert list(run_dir.glob("result.json.corrupt-*"))  # kept aside, trained again
+    assert audit(capsys, "check", "--claims", claims, "--store", store)[0] == 0
