@@ -188,7 +188,7 @@ class Store:
         leaving the file and its holder's "<pid> <host>" as they were)."""
         try:
             handle = open(self.run_dir(run_id) / LOCK_FILE)  # noqa: SIM115 - closed below
-        except FileNotFoundError:
+        except OSError:  # absent, or not a file (a damaged run directory): nobody holds it
             return False
         with handle:
             if not _flock_nowait(handle):
@@ -319,7 +319,8 @@ class Store:
 
     def state(self, run_id: str, scheduler: dict[str, str] | None = None) -> RunState:
         """What a run is doing, from its files, its lock and (SLURM) the scheduler's states."""
-        record = self.record(run_id)
+        run_dir = self.run_dir(run_id)
+        record = read_run(run_dir)
         job = self.read_job(run_id, quarantine=False)
         job_id = job.get("job_id")
         job_id = job_id if isinstance(job_id, str) else None  # a hand-edited job.json
@@ -337,8 +338,8 @@ class Store:
         if self.is_locked(run_id):
             state.status = "running"
             return state
-        if record.problem is not None:
-            state.status, state.reason = "corrupt", record.problem
+        if record.problem is not None:  # paths inside the run directory, without its own
+            state.status, state.reason = "corrupt", record.problem.replace(f"{run_dir}/", "")
             return state
         if record.result is not None:
             state.status, state.reason = record.result.status, record.result.reason

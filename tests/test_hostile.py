@@ -452,6 +452,26 @@ def test_a_torn_job_json_nested_deep_leaves_status_working(capsys, store):
     assert code == 0 and err == "" and "6 run(s): 6 done" in out and snapshot(root) == before
 
 
+def test_bookkeeping_files_that_are_folders_leave_every_verb_working(capsys, claims, store):
+    root, dirs = store
+    for (norm, seed), name in {
+        ("nd", 0): "lock",
+        ("bn", 0): "log.txt",
+        ("bn", 1): "job.json",
+        ("bn", 2): "checkpoint.pt",
+    }.items():
+        (dirs[(norm, seed)] / name).unlink(missing_ok=True)
+        (dirs[(norm, seed)] / name).mkdir()
+    (root / "plan.json").unlink()
+    (root / "plan.json").mkdir()
+    before = snapshot(root)
+    code, out, err = audit(capsys, "status", "--store", root)
+    assert code == 0 and err == "" and "6 run(s): 6 done" in out
+    code, rows, err = _json_check(capsys, claims, "--store", root, "--id", "tab.vgg16.*")
+    assert code == 0 and err == "" and rows["tab.vgg16.nd20"]["n"] == 3
+    assert snapshot(root) == before
+
+
 def test_launcher_and_check_agree_on_what_is_done(store):
     from audit.store import Store, result_is_finished
 

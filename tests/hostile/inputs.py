@@ -122,6 +122,14 @@ def _result_dir(run_dir: Path) -> None:
     (run_dir / "result.json").mkdir()
 
 
+def _replace_with_folder(name: str) -> Callable[[Path], None]:
+    def damage(run_dir: Path) -> None:
+        (run_dir / name).unlink(missing_ok=True)
+        (run_dir / name).mkdir()
+
+    return damage
+
+
 def _no_spec(run_dir: Path) -> None:
     (run_dir / "spec.yaml").unlink()
 
@@ -172,4 +180,5 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
         "metrics.jsonl", '{"epoch": 1}\n{not json\n{"epoch": 3}\n'
     ),
     "metrics.jsonl not objects": _write("metrics.jsonl", "[1]\n[2]\n"),
+    "metrics.jsonl a folder": _replace_with_folder("metrics.jsonl"),
 }
