@@ -27,7 +27,7 @@ def parse_int(text: str, low: int, high: int) -> int:
     """`text` as a whole number in [low, high]; ValueError saying the range otherwise."""
     stripped = text.strip()
     digits = stripped.lstrip("+-")
-    if not digits.isdigit() or len(digits) > _MAX_DIGITS:
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > _MAX_DIGITS:
         raise ValueError(f"{text!r:.40} is not a whole number from {low} to {high}")
     value = int(stripped)
     if not low <= value <= high:

@@ -728,3 +728,60 @@ def test_audit_run_repairs_a_damaged_run_that_check_fails(tmp_path, capsys, dama
     if damage.startswith("result.json"):  # a damaged spec is written again from the plan
         assert list(run_dir.glob("result.json.corrupt-*"))  # kept aside, trained again
     assert audit(capsys, "check", "--claims", claims, "--store", store)[0] == 0
+
+
+# =========================================================================== the helpers
+
+
+def test_escape_makes_every_sink_inert():
+    from audit import escape
+
+    text = "a\x1b[2J\u202eb\x00|<i>_x_</i>\nnext"
+    assert escape.terminal(text) == "a\\x1b[2J\\u202eb\\x00|<i>_x_</i>\\x0anext"
+    assert escape.terminal(text, keep_newlines=True).endswith("</i>\nnext")
+    assert escape.one_line("first\n\n  second  \n") == "first | second"
+    assert escape.markdown(text) == (
+        "a\\\\x1b\\[2J\\\\u202eb\\\\x00\\|&lt;i&gt;\\_x\\_&lt;/i&gt; next"
+    )
+    assert escape.xml("ok\x00\x1b\ud800\ufffe\t\n") == "ok\\x00\\x1b\\ud800\\ufffe\t\n"
+
+
+def test_safe_yaml_loads_plain_documents_and_refuses_the_rest():
+    from runners import safe_yaml
+
+    assert safe_yaml.load("a: [1, {b: 2.5}]\nc: &x yes\nd: *x\n") == {
+        "a": [1, {"b": 2.5}],
+        "c": True,
+        "d": True,
+    }
+    assert safe_yaml.load("") is None
+    for text, line in ((inputs.alias_bomb(), 7), (inputs.deep_block(60), 51)):
+        with pytest.raises(safe_yaml.YamlLimitError) as caught:
+            safe_yaml.load(text)
+        assert caught.value.line == line
+    with pytest.raises(yaml_error()) as caught:
+        safe_yaml.load("x: !!python/name:os.system\n")
+    assert "python/name" in safe_yaml.problem(caught.value)
+
+
+def yaml_error() -> type:
+    import yaml
+
+    return yaml.YAMLError
+
+
+def test_limits_parse_whole_numbers_in_their_range_only():
+    import argparse
+
+    from audit.limits import float_in, int_in, parse_int
+
+    assert parse_int(" 7 ", 1, 10) == 7
+    for text in ("0", "11", "1e1", "7.0", "", "9" * 21, "٣"):
+        with pytest.raises(ValueError):
+            parse_int(text, 1, 10)
+    assert float_in(0, 5)("2.5") == 2.5
+    for text in ("inf", "nan", "-0.1", "5.01", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            float_in(0, 5)(text)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"outside 1\.\.3"):
+        int_in(1, 3)("4")
