@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from audit import limits
@@ -85,9 +86,7 @@ def load_results(store_dir: str | Path) -> pd.DataFrame:
                 f"{record.run_dir}: damaged run directory ({record.problem}); it is a corrupt "
                 f"run and {serves}; `audit run` moves the damaged files aside and trains it again"
             )
-    origins = [str(store.run_dir(row["run_id"])) for row in rows]
-    attrs = {"source": str(store.root), "origins": origins, "given_ids": [True] * len(rows)}
-    return _frame(rows, problems, attrs)
+    return _frame(rows, problems, {"source": str(store.root), "store": True})
 
 
 def _planned_specs(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -200,13 +199,15 @@ def load_results_csv(path: str | Path) -> pd.DataFrame:
     data["deviations"] = [
         [d.strip() for d in t.split(";") if d.strip()] if t else [] for t in deviations.tolist()
     ]
-    origins = [f"{path}:{n}" for n in line]
-    given = [bool(r) for r in run_ids.tolist()]
+    # Where each row came from, for audit/duplicates.py. Arrays, not lists: pandas deep-copies
+    # attrs on every column access, and copying an array is one memcpy.
+    lines = np.array(line, dtype=np.int64)
+    given = (run_ids != "").to_numpy(dtype=bool)
     return _frame_from_columns(
         {k: v.tolist() if isinstance(v, pd.Series) else v for k, v in data.items()},
         len(raw),
         [],
-        {"source": str(path), "origins": origins, "given_ids": given},
+        {"source": str(path), "lines": lines, "given_ids": given},
     )
 
 
