@@ -20,7 +20,11 @@ def write_bytes_atomic(path: Path | str, data: bytes, *, what: str = "the output
     try:
         if path.is_dir():
             raise AuditError(f"{path}: is a folder; give a file name for {what}")
-        atomic_write_bytes(path, data)
+        target = path.resolve() if path.is_symlink() else path  # replace the file, not the link
+        if target.exists() and not target.is_file():
+            _write_special(target, data)  # /dev/stdout, a FIFO: nothing to rename over
+        else:
+            atomic_write_bytes(target, data)
     except OSError as exc:
         if is_disk_full(exc):
             raise disk_full_error(path) from None
@@ -28,6 +32,11 @@ def write_bytes_atomic(path: Path | str, data: bytes, *, what: str = "the output
             f"{path}: cannot write {what} ({exc.strerror or exc}); check the folder exists "
             "and is writable"
         ) from None
+
+
+def _write_special(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
 
 
 def write_text_atomic(path: Path | str, text: str, *, what: str = "the output") -> None:

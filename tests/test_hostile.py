@@ -785,3 +785,18 @@ def test_limits_parse_whole_numbers_in_their_range_only():
             float_in(0, 5)(text)
     with pytest.raises(argparse.ArgumentTypeError, match=r"outside 1\.\.3"):
         int_in(1, 3)("4")
+
+
+def test_outputs_to_special_files_and_links_are_written_in_place(tmp_path, capsys, claims):
+    csv = tmp_path / "r.csv"
+    csv.write_text(inputs.CSV_GOOD)
+    code, _, err = audit(capsys, "check", "--claims", claims, "--results", csv, "--junit",
+                         "/dev/full")  # fmt: skip
+    one_line_error(code, err, EXIT_BAD_INPUT, "no space left on device: /dev/full")
+    assert Path("/dev/full").is_char_device()  # written to, never replaced by a file
+    real = tmp_path / "real.md"
+    real.write_text("old")
+    (tmp_path / "link.md").symlink_to(real)
+    audit(capsys, "check", "--claims", claims, "--results", csv, "--markdown",
+          tmp_path / "link.md")  # fmt: skip
+    assert (tmp_path / "link.md").is_symlink() and "## Claims check" in real.read_text()
