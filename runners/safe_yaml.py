@@ -84,7 +84,10 @@ def load(text: str) -> Any:
     node = compose(text)
     if node is None:
         return None
-    return yaml.constructor.SafeConstructor().construct_document(node)
+    try:
+        return yaml.constructor.SafeConstructor().construct_document(node)
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of 5,000 digits
+        raise YamlLimitError(f"a value cannot be read: {str(exc)[:100]}", 1) from None
 
 
 def error_line(exc: BaseException) -> int:

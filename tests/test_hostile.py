@@ -99,6 +99,9 @@ CLAIMS_FILES: dict[str, tuple[str | bytes, str]] = {
     "reference value negative": (inputs.claims_text("-78.52"), "prior tab.vgg16.bn20"),
     "reference value too large": (inputs.claims_text("178520"), "outside the range"),
     "boolean as text": (inputs.CLAIMS.replace("group: t1", "group: yes"), "quote it"),
+    "5000-digit number": (inputs.CLAIMS.replace("90.00", "9" * 5000), "too long to read"),
+    "set tag": ("schema_version: !!set {a, b}\n", "unsupported tag"),
+    "two documents": ("schema_version: 1\n---\nschema_version: 1\n", ":2:"),
 }
 
 
@@ -146,6 +149,7 @@ CONFIGS: dict[str, tuple[str | bytes, str]] = {
     "cluster not a mapping": ("cluster: [1, 2]\n", "must be a mapping"),
     "non-text key": ("cluster:\n  1: 2\n", "unknown cluster key"),
     "time beyond the range": ("cluster:\n  time_min: 100000000000000000000\n", "time_min"),
+    "5000-digit number": ("cluster:\n  time_min: " + "9" * 5000 + "\n", "cannot be read"),
     "huge value in an error": (
         "cluster:\n  partition: [" + ", ".join(["x" * 50] * 20000) + "]\n",
         "partition must be a string",

@@ -102,6 +102,10 @@ class Reader:
             pass
         try:
             return self._constructor.construct_object(node)
+        except (ValueError, OverflowError):  # e.g. an integer of 5,000 digits
+            raise self.fail(
+                node.start_mark.line + 1, f"the number {text[:20]}... is too long to read"
+            ) from None
         except yaml.YAMLError as exc:  # e.g. a !!python/... tag: never constructed
             raise self.fail(
                 node.start_mark.line + 1,

@@ -166,6 +166,7 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
     "spec.yaml alias bomb": _write("spec.yaml", alias_bomb()),
     "spec.yaml latin-1": _write("spec.yaml", "kind: classify\narch: vgg\xe9\n".encode("latin-1")),
     "spec.yaml not a mapping": _write("spec.yaml", "- just\n- a list\n"),
+    "spec.yaml 5000-digit seed": _write("spec.yaml", "kind: classify\nseed: " + "9" * 5000 + "\n"),
     "spec.yaml missing": _no_spec,
     "result.json a folder": _result_dir,
     "result.json nested 100000 deep": _write("result.json", nested_json()),
