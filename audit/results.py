@@ -230,7 +230,13 @@ def _read_csv(path: Path) -> pd.DataFrame:
                 header=0,
                 index_col=False,
             )
-    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError):
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
+        unclosed = re.search(r"EOF inside string starting at row (\d+)", str(exc))
+        if unclosed:  # pandas counts rows from 0, the header included
+            raise AuditError(
+                f"{path}:{int(unclosed.group(1)) + 1}: a quote opened on this line is never "
+                'closed; close it (") or remove it'
+            ) from None
         raise AuditError(
             f"{path}:{_first_ragged_line(text, len(header))}: more values than the header has "
             f"columns ({len(header)}); malformed CSV: fix the line or quote values with commas"

@@ -315,6 +315,7 @@ BAD_CSVS = {
     "seed beyond the range": (inputs.CSV_HEADER + "cifar10,vgg16,bn,20,99999999999,90\n", "seed"),
     "NaN in a done run": (inputs.CSV_HEADER + "cifar10,vgg16,bn,20,0,nan\n", "diverged"),
     "NUL byte": (inputs.CSV_HEADER + "cifar10,vgg16,bn,20,0,9\x000\n", ":2:"),
+    "unclosed quote": (inputs.CSV_GOOD + 'cifar10,vgg16,bn,20,1,"90\n' + inputs.CSV_GOOD, ":4:"),
 }
 
 
