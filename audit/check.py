@@ -19,6 +19,7 @@ from xml.sax.saxutils import escape, quoteattr
 import pandas as pd
 
 from audit import verdicts
+from audit.escape import markdown, xml
 from audit.verdicts import PASSING, VERDICTS
 
 PASS, FAIL = 0, 1
@@ -126,26 +127,26 @@ def render_junit(table: pd.DataFrame, allowed: set[str], name: str = "audit chec
     cases = []
     failures = skipped = 0
     for row in table.itertuples(index=False):
-        head = f"<testcase classname={quoteattr(row.group)} name={quoteattr(row.claim_id)}"
+        head = f"<testcase classname={_attr(row.group)} name={_attr(row.claim_id)}"
         if row.claim_id in failing:
             failures += 1
             cases.append(
-                f"{head}><failure message={quoteattr(_junit_message(row))} "
-                f"type={quoteattr(row.verdict)}>{escape(_junit_detail(row))}</failure></testcase>"
+                f"{head}><failure message={_attr(_junit_message(row))} "
+                f"type={_attr(row.verdict)}>{escape(xml(_junit_detail(row)))}</failure></testcase>"
             )
         elif row.verdict not in PASSING:
             skipped += 1
-            cases.append(f"{head}><skipped message={quoteattr(_junit_message(row))}/></testcase>")
+            cases.append(f"{head}><skipped message={_attr(_junit_message(row))}/></testcase>")
         else:
             cases.append(f"{head}/>")
     suite = (
-        f'<testsuite name={quoteattr(name)} tests="{len(table)}" failures="{failures}" '
+        f'<testsuite name={_attr(name)} tests="{len(table)}" failures="{failures}" '
         f'errors="0" skipped="{skipped}">'
     )
     return "\n".join(
         [
             "<?xml version='1.0' encoding='utf-8'?>",
-            f"<testsuites name={quoteattr(name)}>",
+            f"<testsuites name={_attr(name)}>",
             suite,
             *cases,
             "</testsuite>",
@@ -153,6 +154,11 @@ def render_junit(table: pd.DataFrame, allowed: set[str], name: str = "audit chec
             "",
         ]
     )
+
+
+def _attr(text: Any) -> str:
+    """An XML attribute value: quoted, escaped, and without characters XML 1.0 forbids."""
+    return quoteattr(xml(text))
 
 
 def _junit_message(row: Any) -> str:
@@ -178,7 +184,7 @@ def _junit_detail(row: Any) -> str:
 
 def render_markdown(table: pd.DataFrame, allowed: set[str], title: str = "Claims check") -> str:
     """A CI step summary: verdict counts per group, then the claims that fail the gate."""
-    out = [f"## {title}", "", summary_line(table, allowed), ""]
+    out = [f"## {markdown(title)}", "", summary_line(table, allowed), ""]
     out += _group_counts(table)
     failing = gate_failures(table, allowed)
     if len(failing):
@@ -195,7 +201,7 @@ def _group_counts(table: pd.DataFrame) -> list[str]:
     lines.append("|---" * (len(present) + 1) + "|")
     for group, part in table.groupby("group", sort=False):
         counts = Counter(part["verdict"])
-        lines.append(f"| {group} | " + " | ".join(str(counts[v]) for v in present) + " |")
+        lines.append(f"| {markdown(group)} | " + " | ".join(str(counts[v]) for v in present) + " |")
     return lines
 
 
@@ -206,14 +212,14 @@ def _claims_markdown(rows: pd.DataFrame) -> list[str]:
     ]
     for row in rows.head(MARKDOWN_ROW_LIMIT).itertuples(index=False):
         cells = (
-            f"`{row.claim_id}`",
-            claimed_text(row),
+            f"`{row.claim_id}`",  # ids hold only letters, digits, ".", "_" and "-"
+            markdown(claimed_text(row)),
             reproduced_text(row),
             _num(row.abs_dev, signed=True),
             _num(row.rel_dev, signed=True),
-            row.tolerance,
-            f"**{verdicts.label(row.verdict)}**",
-            str(row.reason or "").replace("|", "\\|"),
+            markdown(row.tolerance),
+            f"**{markdown(verdicts.label(row.verdict))}**",
+            markdown(row.reason or ""),
         )
         lines.append("| " + " | ".join(cells) + " |")
     if len(rows) > MARKDOWN_ROW_LIMIT:

@@ -9,9 +9,11 @@ same as SUMMARY's, which the top-level help shows without importing every module
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable
 from importlib import import_module
+from typing import NoReturn
 
 SUMMARY = {
     "run": "plan, launch, wait, check and report: the one-command audit (safe to repeat)",
@@ -27,10 +29,11 @@ SUMMARY = {
     "logs": "show the tail of a run's log and of its scheduler stdout/stderr",
 }
 COMMANDS = tuple(SUMMARY)  # the verbs, in help order; each is a module under audit.commands
+MESSAGE_LIMIT = 2000  # characters of one error line
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="audit",
         description="Reproducibility audit of 'Network Deconvolution' (Ye et al., ICLR 2020).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,7 +59,24 @@ def version_line() -> str:
     return f"audit {version()} (commit {project['commit'][:12]}{dirty})"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (what, which flag, where to look) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        from audit.escape import one_line
+
+        self.exit(2, f"{self.prog}: error: {one_line(message)}; see `{self.prog} --help`\n")
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # while importing a verb or parsing its flags
+        print("audit: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
     if not argv or argv[0] in ("-h", "--help"):
@@ -69,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in COMMANDS:
         top.error(f"unknown verb {verb!r} (choose from {', '.join(COMMANDS)})")
     module = import_module(f"audit.commands.{verb}")
-    parser = argparse.ArgumentParser(prog=f"audit {verb}", description=module.HELP)
+    parser = _Parser(prog=f"audit {verb}", description=module.HELP)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     return _run_reporting_errors(verb, module.main, args)
@@ -78,18 +98,70 @@ def main(argv: list[str] | None = None) -> int:
 def _run_reporting_errors(
     verb: str, func: Callable[[argparse.Namespace], int], args: argparse.Namespace
 ) -> int:
-    """Bad input ends in one line on stderr and exit code 2, never a traceback."""
-    from audit.errors import AuditError
+    """The one error boundary (docs/errors.md): bad input of any kind is one line on stderr
+    and exit 2; a bug is one line naming a file with the traceback, exit 3; Ctrl-C is 130; a
+    closed stdout ends quietly (141). Exit 1 stays the gate's "not within tolerance"."""
+    from audit import errors
+    from audit.escape import one_line
     from runners.errors import RunnerInputError
 
+    def fail(message: str, code: int) -> int:
+        text = one_line(message)
+        if len(text) > MESSAGE_LIMIT:  # a message quoting a huge input must stay a line
+            text = text[:MESSAGE_LIMIT] + " ... (message cut)"
+        print(f"audit {verb}: {text}", file=sys.stderr, flush=True)
+        return code
+
     try:
-        return int(func(args) or 0)
-    except (AuditError, RunnerInputError) as exc:
-        print(f"audit {verb}: error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)
+        code = int(func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _closed_stdout()
+    except (errors.AuditError, RunnerInputError) as exc:
+        return fail(f"error: {exc}", getattr(exc, "exit_code", errors.EXIT_BAD_INPUT))
     except KeyboardInterrupt:
-        print(f"audit {verb}: interrupted", file=sys.stderr)
-        return 130
+        return fail("interrupted", errors.EXIT_INTERRUPTED)
+    except OSError as exc:  # the environment: a full disk, a folder that cannot be written
+        if errors.is_disk_full(exc):
+            where = exc.filename or "standard output or an output file"
+            return fail(f"error: {errors.disk_full_error(where)}", errors.EXIT_BAD_INPUT)
+        where = f": {exc.filename}" if exc.filename else ""
+        return fail(f"error: {exc.strerror or exc}{where}", errors.EXIT_BAD_INPUT)
+    except Exception as exc:
+        saved = _save_traceback(verb)
+        return fail(
+            f"internal error ({type(exc).__name__}: {exc}); this is a bug in the harness, not "
+            f"your input: please report it with the traceback {saved}",
+            errors.EXIT_BUG,
+        )
+
+
+def _closed_stdout() -> int:
+    """The reader of stdout went away (`audit ... | head`): stop printing, say nothing."""
+    import os
+
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush cannot fail again
+    from audit.errors import EXIT_CLOSED_STDOUT
+
+    return EXIT_CLOSED_STDOUT
+
+
+def _save_traceback(verb: str) -> str:
+    """Write the current exception's traceback to a file; its path, or why there is none."""
+    import tempfile
+    import traceback
+
+    text = f"audit {verb} {sys.argv[1:]!r}\n{traceback.format_exc()}"
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"audit-{verb}-crash-", suffix=".txt")
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        return f"(not saved: {exc.strerror}); rerun with PYTHONFAULTHANDLER=1"
+    return f"saved in {path}"
 
 
 if __name__ == "__main__":

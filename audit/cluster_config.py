@@ -42,7 +42,8 @@ from typing import Any
 
 import yaml
 
-from audit.errors import AuditError
+from audit.errors import AuditError, read_utf8
+from runners import safe_yaml
 
 DEFAULT_TIME_MIN = 240
 # The old keys, refused with the new name (the keys are the flags' names now).
@@ -191,12 +192,14 @@ def load_cluster_section(path: Path | None) -> dict[str, Any]:
     """The `cluster:` mapping of a YAML config file ({} without a file)."""
     if path is None:
         return {}
+    text = read_utf8(Path(path), "the config file", limit=2**20)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise AuditError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise AuditError(f"{path}: not valid YAML ({exc})") from None
+        data = safe_yaml.load(text) or {}
+    except (yaml.YAMLError, safe_yaml.YamlLimitError) as exc:
+        raise AuditError(
+            f"{path}:{safe_yaml.error_line(exc)}: not valid YAML ({safe_yaml.problem(exc)}); "
+            "fix the config file"
+        ) from None
     section = data.get("cluster", {}) if isinstance(data, dict) else None
     if not isinstance(section, dict):
         raise AuditError(f"{path}: `cluster` must be a mapping of SLURM parameters")
@@ -267,7 +270,7 @@ def _parse(key: str, value: Any, origin: str) -> Any:
 
 def _text(value: Any, origin: str) -> str:
     if not isinstance(value, str) or isinstance(value, bool):
-        raise AuditError(f"{origin} must be a string, got {value!r}")
+        raise AuditError(f"{origin} must be a string, got {_short(value)}")
     check_no_control(value, origin)
     if not value.strip():
         raise AuditError(f"{origin} is empty")
@@ -293,7 +296,7 @@ def _count(value: Any, origin: str, minimum: int) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise AuditError(f"{origin} must be an integer of at least {minimum}, got {value!r}")
+        raise AuditError(f"{origin} must be an integer of at least {minimum}, got {_short(value)}")
     if value > 100_000:
         raise AuditError(f"{origin}: {value} is beyond any cluster; give a real count")
     return value
@@ -362,7 +365,7 @@ def parse_sbatch(value: Any, origin: str = "--sbatch") -> tuple[tuple[str, str |
     if items is None:
         entries = [value] if isinstance(value, str) else value
         if not isinstance(entries, list | tuple):
-            raise AuditError(f"{origin} must be a list of KEY=VALUE strings, got {value!r}")
+            raise AuditError(f"{origin} must be a list of KEY=VALUE strings, got {_short(value)}")
         items = [_split_directive(entry, origin) for entry in entries]
     out = {}
     for key, val in items:
@@ -407,7 +410,7 @@ def parse_setup(value: Any, origin: str = "--setup") -> tuple[str, ...]:
     """Shell lines run before the job, one command per line (the user's own shell)."""
     lines = [value] if isinstance(value, str) else value
     if not isinstance(lines, list | tuple):
-        raise AuditError(f"{origin} must be a list of shell lines, got {value!r}")
+        raise AuditError(f"{origin} must be a list of shell lines, got {_short(value)}")
     out = []
     for line in lines:
         text = _text(line, origin)
@@ -417,6 +420,12 @@ def parse_setup(value: Any, origin: str = "--setup") -> tuple[str, ...]:
             raise AuditError(f"{origin}: a setup line of {len(text)} characters; at most 2000")
         out.append(text)
     return tuple(out)
+
+
+def _short(value: Any) -> str:
+    """A config value quoted in an error, cut short (a value may be a huge structure)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # slurmctld checks time limits every 30 s and sends the --signal warning at the first check

@@ -20,8 +20,9 @@ listed in the outcome row). Statistics use the runs with status `done` only. The
   below it, `unresolved` otherwise; also P(difference > 0) over the pairs, the exact
   sign-flip p and the gap recovered (ours over the paper's difference).
 - `missing`: no run matched (or none recorded the metric); `failed`: runs matched but none
-  is done; `corrupt`: a matched run directory is damaged. When some runs are done and others
-  failed, the verdict uses the done ones and `reason` names the failed ones.
+  is done (failed or diverged); `corrupt`: a matched run directory is damaged (its result
+  cannot be trusted, so the claim fails whatever the other runs say). When some runs are
+  done and others failed, the verdict uses the done ones and `reason` names the failed ones.
 - Replicates of one cell must have distinct seeds (AuditError otherwise).
 - Benjamini-Hochberg q-values over every claim with a p-value (`q_value`, on the two-sided
   scale 2p of the verdicts' 95 % level).
@@ -194,7 +195,7 @@ class Runs:
 
     values: list[tuple[int, float, str]] = field(default_factory=list)  # (seed, value, run)
     not_done: list[str] = field(default_factory=list)  # "run_id: status (reason)"
-    corrupt: list[str] = field(default_factory=list)  # runs with a damaged run directory
+    corrupt: list[str] = field(default_factory=list)  # "run_id: corrupt (reason)" of damaged runs
     no_metric: list[str] = field(default_factory=list)  # done runs without the metric
     run_ids: list[str] = field(default_factory=list)
     deviations: set[str] = field(default_factory=set)
@@ -565,15 +566,15 @@ def _relation_extras(
 def _runs_problem(claim: Claim, term_runs: list[Runs]) -> tuple[str, str] | None:
     """(verdict, reason) when there is nothing to compute a statistic from."""
     experiments = claim.experiments()
+    corrupt = [r for runs in term_runs for r in runs.corrupt]
+    if corrupt:  # before "missing": a damaged run fails the claim whatever else is absent
+        return "corrupt", (
+            "damaged run directory: " + "; ".join(corrupt) + "; train it again (audit run)"
+        )
     absent = [e for e, runs in zip(experiments, term_runs, strict=True) if runs.matched == 0]
     if absent:
         why = "" if claim.runnable else " (no runner on this harness; give results by CSV)"
         return "missing", f"no run of {_describe(absent[0])}{why}"
-    corrupt = [r for runs in term_runs for r in runs.corrupt]
-    if corrupt:
-        return "corrupt", (
-            "damaged run directory: " + "; ".join(corrupt) + "; train it again (audit run)"
-        )
     for runs in term_runs:
         if not runs.values and runs.not_done:
             return "failed", "no done run: " + "; ".join(runs.not_done)

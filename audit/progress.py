@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from typing import Any, TextIO
 
+from audit.escape import terminal
 from audit.store import FINISHED, Store
 
 
@@ -67,9 +68,9 @@ class Progress:
         label = f"runs {counts['done']}/{self.total_runs} done" + "".join(
             f", {counts[s]} {s}" for s in ("failed", "diverged") if counts[s]
         )
-        detail = ", ".join(current[:3]) + (" ..." if len(current) > 3 else "")
+        detail = terminal(", ".join(current[:3]) + (" ..." if len(current) > 3 else ""))
         if waiting:
-            queued = ", ".join(f"{n} {reason}" for reason, n in waiting.most_common(3))
+            queued = terminal(", ".join(f"{n} {why}" for why, n in waiting.most_common(3)))
             detail = "; ".join(filter(None, [detail, f"pending: {queued}"]))
         if self.use_bar:
             eta = self._eta(cost_done, cost_total).lstrip("; ")
@@ -112,7 +113,9 @@ class Progress:
         self._bar.update(n - self._bar.n)
 
     def write(self, message: str) -> None:
-        """An event line, above the bar on a terminal (so neither overwrites the other)."""
+        """An event line, above the bar on a terminal (so neither overwrites the other).
+        Messages quote run output and errors: escape sequences in them are made visible."""
+        message = terminal(message, keep_newlines=True)
         if self._bar is not None:
             self._bar.write(message, file=self.stream)
         else:

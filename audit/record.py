@@ -24,8 +24,9 @@ from typing import Any
 
 import pandas as pd
 
-from audit import PROJECT_ROOT, verdicts
+from audit import verdicts
 from audit.errors import AuditError
+from runners.rundir import read_run
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("verdicts.schema.json")
@@ -249,23 +250,10 @@ def _runs(results: pd.DataFrame | None) -> list[dict[str, Any]] | None:
 
 
 def harness_info() -> dict[str, Any]:
+    from audit import DISTRIBUTION, version
     from runners.rundir import project_commit
 
-    return {"name": "nd-audit", "version": harness_version(), **project_commit()}
-
-
-def harness_version() -> str | None:
-    import tomllib
-    from importlib import metadata
-
-    try:
-        return metadata.version("nd-audit")
-    except metadata.PackageNotFoundError:  # a checkout, not installed: pyproject says
-        try:
-            with (PROJECT_ROOT / "pyproject.toml").open("rb") as handle:
-                return str(tomllib.load(handle)["project"]["version"])
-        except (OSError, KeyError, tomllib.TOMLDecodeError):
-            return None
+    return {"name": DISTRIBUTION, "version": version(), **project_commit()}
 
 
 def hardware_summary(store: Path | None) -> dict[str, Any]:
@@ -273,12 +261,9 @@ def hardware_summary(store: Path | None) -> dict[str, Any]:
     devices: Counter[str] = Counter()
     runs = Path(store) / "runs" if store is not None else None
     for run_dir in sorted(runs.iterdir()) if runs is not None and runs.is_dir() else []:
-        try:
-            data = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("device"):
-            devices[str(data["device"])] += 1
+        result = read_run(run_dir).result  # the one reader: a damaged run is skipped here
+        if result is not None and result.device:
+            devices[str(result.device)] += 1
     return {
         "checked_on": {
             "host": socket.gethostname(),

@@ -4,10 +4,10 @@ Columns (docs/architecture.md, "Results table"): `run_id, status, reason, kind, 
 arch, norm, epochs, seed, deviations`, then one column per metric (`test_top1`, ...), then
 any other scalar spec field a claim may match on (e.g. `source` of a kernels run).
 
-`status` is `done | failed | diverged` as in result.json, plus `corrupt` for a run whose
-result.json cannot be read: such a run is reported (never silently used or dropped).
-Runs without a result.json (queued or still running) are not results and are left out.
-Problems that are not a run (an unreadable spec.yaml) go to `table.attrs["problems"]`.
+`status` is `done | failed | diverged` as in result.json, plus `corrupt` for a damaged run
+directory (runners.rundir.read_run says why): such a run is reported, never silently used or
+dropped. Runs without a result.json (queued or still running) are not results and are left
+out. Every damaged run is also listed in `table.attrs["problems"]` (printed as warnings).
 
 This module never imports torch.
 """
@@ -17,16 +17,19 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from audit import limits
 from audit.claims import ARCHS as KNOWN_ARCHS
 from audit.claims import DATASETS, KINDS, METRICS, NORMS
 from audit.errors import AuditError, read_utf8
-from runners.rundir import STATUSES, read_result, read_spec
+from runners.rundir import STATUSES, RunRecord, read_run
 
 BASE_COLUMNS = (
     "run_id",
@@ -42,6 +45,7 @@ BASE_COLUMNS = (
 )
 CSV_REQUIRED = ("dataset", "arch", "norm", "epochs", "seed")
 CSV_STATUSES = STATUSES  # a CSV cannot say "corrupt"
+CSV_MAX_BYTES = 256 * 2**20  # 30,000 rows are about 1 MiB
 # Columns of a CSV that are neither spec fields nor metrics.
 _CSV_META = ("run_id", "status", "reason", "deviations")
 _NAMES = {"kind": KINDS, "dataset": DATASETS, "arch": KNOWN_ARCHS, "norm": NORMS}
@@ -55,45 +59,81 @@ def empty_results() -> pd.DataFrame:
 
 
 def load_results(store_dir: str | Path) -> pd.DataFrame:
-    """Every finished run under `<store_dir>/runs/`, one row each."""
-    store = Path(store_dir)
-    if not store.is_dir():
-        raise AuditError(
-            f"{store}: no such store directory; pass --store DIR (the directory `audit run` "
-            "wrote to) or --results FILE.csv"
-        )
-    runs = store / "runs"
+    """Every finished or damaged run under `<store_dir>/runs/`, one row each.
+
+    A damaged run directory (runners.rundir.read_run) is a row with status `corrupt` and the
+    reason, matched to claims through its spec, or when that is unreadable through the spec
+    the store's plan.json recorded for its run id; it is also listed in attrs["problems"]."""
+    from audit.store import open_store
+
+    store = open_store(Path(store_dir))
+    planned = _planned_specs(store.read_plan())
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
-    for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
-        if run_dir.is_dir():
-            row = _store_row(run_dir, problems)
-            if row is not None:
-                rows.append(row)
-    return _frame(rows, problems, {"source": str(store)})
+    for run_id in store.run_ids():
+        record = read_run(store.run_dir(run_id))
+        row = _store_row(record, planned.get(run_id))
+        if row is None:
+            continue
+        rows.append(row)
+        if record.problem is not None:
+            serves = (
+                "fails the claims it serves"
+                if row.get("kind")
+                else "no claim can be matched to it (no readable spec, no plan entry, not a run id)"
+            )
+            problems.append(
+                f"{record.run_dir}: damaged run directory ({record.problem}); it is a corrupt "
+                f"run and {serves}; `audit run` moves the damaged files aside and trains it again"
+            )
+    return _frame(rows, problems, {"source": str(store.root), "store": True})
 
 
-def _store_row(run_dir: Path, problems: list[str]) -> dict[str, Any] | None:
-    try:
-        spec = read_spec(run_dir)
-    except FileNotFoundError:
-        return None  # a directory the store created but no runner has written to yet
-    except (ValueError, OSError, UnicodeDecodeError) as exc:  # yaml errors are ValueErrors
-        problems.append(f"{run_dir}/spec.yaml: unreadable ({exc}); the run is ignored")
+def _planned_specs(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """run id -> spec, from the store's plan.json (a torn or hand-edited plan gives {})."""
+    matrix = plan.get("matrix")
+    if not isinstance(matrix, list):
+        return {}
+    return {
+        str(entry["run_id"]): entry["spec"]
+        for entry in matrix
+        if isinstance(entry, dict) and isinstance(entry.get("spec"), dict) and "run_id" in entry
+    }
+
+
+def _store_row(record: RunRecord, planned: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's row; None for a run without a result yet (queued, running, interrupted)."""
+    if record.problem is None and record.result is None:
         return None
-    row = _spec_fields(spec)
-    row["run_id"] = run_dir.name
-    try:
-        result = read_result(run_dir)
-    except ValueError as exc:
-        problems.append(f"{exc}; counted as a failed run")
-        return {**row, "status": "corrupt", "reason": str(exc), "deviations": []}
-    if result is None:
-        return None
+    row = _spec_fields(record.spec or planned or _fields_from_run_id(record.run_id))
+    row["run_id"] = record.run_id
+    if record.problem is not None or record.result is None:
+        return {**row, "status": "corrupt", "reason": record.problem, "deviations": []}
+    result = record.result
     row.update(status=result.status, reason=result.reason, deviations=list(result.deviations))
     for key, value in result.metrics.items():
         row[key] = _float_or_nan(value)
     return row
+
+
+# A classification run id: classify-<arch>-<norm>-<dataset>-e<epochs>-s<seed>-<hash>
+_CLASSIFY_ID = re.compile(
+    r"classify-([A-Za-z0-9.]+)-([a-z]+)-([a-z0-9]+)-e(\d{1,5})-s(\d{1,10})-[0-9a-f]{12}"
+)
+
+
+def _fields_from_run_id(run_id: str) -> dict[str, Any]:
+    """The experiment a damaged classification run served, read from its id (runners.specs
+    .run_id) when neither its spec.yaml nor the plan says; {} for any other name."""
+    match = _CLASSIFY_ID.fullmatch(run_id)
+    if match is None:
+        return {}
+    arch, norm, slug, epochs, seed = match.groups()
+    datasets = [d for d in DATASETS if re.sub(r"[^A-Za-z0-9.]+", "", d) == slug]
+    if arch not in KNOWN_ARCHS or norm not in NORMS or len(datasets) != 1:
+        return {}
+    fields = {"kind": "classify", "arch": arch, "norm": norm, "dataset": datasets[0]}
+    return {**fields, "epochs": int(epochs), "seed": int(seed)}
 
 
 def _spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +156,7 @@ def _float_or_nan(value: Any) -> float:
 
 # Metrics a runner writes besides the claimable ones (RunResult.metrics of classify runs).
 _EXTRA_METRICS = ("train_top1", "test_loss")
+METRIC_COLUMNS = (*METRICS, *_EXTRA_METRICS)  # the numeric columns of a result row
 
 
 def load_results_csv(path: str | Path) -> pd.DataFrame:
@@ -141,8 +182,8 @@ def load_results_csv(path: str | Path) -> pd.DataFrame:
     for name in ("dataset", "arch", "norm", "epochs"):
         _fail_first(path, line, classify & (raw[name] == ""), f"a classify run needs a {name}")
     _fail_first(path, line, raw["seed"] == "", "seed is empty; number the runs 0, 1, 2, ...")
-    data["epochs"] = _integers(path, line, raw["epochs"], "epochs", minimum=1)
-    data["seed"] = _integers(path, line, raw["seed"], "seed", minimum=0)
+    data["epochs"] = _integers(path, line, raw["epochs"], "epochs", limits.EPOCHS)
+    data["seed"] = _integers(path, line, raw["seed"], "seed", limits.SEED)
     for name in ("dataset", "arch", "norm"):
         data[name] = [v or None for v in raw[name].tolist()]
     for metric in [c for c in raw.columns if c in METRICS or c in _EXTRA_METRICS]:
@@ -158,17 +199,22 @@ def load_results_csv(path: str | Path) -> pd.DataFrame:
     data["deviations"] = [
         [d.strip() for d in t.split(";") if d.strip()] if t else [] for t in deviations.tolist()
     ]
+    # Where each row came from, for audit/duplicates.py. Arrays, not lists: pandas deep-copies
+    # attrs on every column access, and copying an array is one memcpy.
+    lines = np.array(line, dtype=np.int64)
+    given = (run_ids != "").to_numpy(dtype=bool)
     return _frame_from_columns(
         {k: v.tolist() if isinstance(v, pd.Series) else v for k, v in data.items()},
         len(raw),
         [],
-        {"source": str(path)},
+        {"source": str(path), "lines": lines, "given_ids": given},
     )
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
     """Every cell as stripped text ("" when empty); header checked."""
-    text = read_utf8(path, "the results CSV", encoding="utf-8-sig")  # spreadsheets add a BOM
+    # utf-8-sig: spreadsheets add a byte-order mark
+    text = read_utf8(path, "the results CSV", encoding="utf-8-sig", limit=CSV_MAX_BYTES)
     if not text.strip():
         raise AuditError(f"{path}:1: the results CSV is empty; it needs a header line first")
     header = [h.strip() for h in next(csv.reader([text.splitlines()[0]]))]
@@ -184,7 +230,13 @@ def _read_csv(path: Path) -> pd.DataFrame:
                 header=0,
                 index_col=False,
             )
-    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError):
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
+        unclosed = re.search(r"EOF inside string starting at row (\d+)", str(exc))
+        if unclosed:  # pandas counts rows from 0, the header included
+            raise AuditError(
+                f"{path}:{int(unclosed.group(1)) + 1}: a quote opened on this line is never "
+                'closed; close it (") or remove it'
+            ) from None
         raise AuditError(
             f"{path}:{_first_ragged_line(text, len(header))}: more values than the header has "
             f"columns ({len(header)}); malformed CSV: fix the line or quote values with commas"
@@ -240,13 +292,14 @@ def _check_choice(
 
 
 def _integers(
-    path: Path, line: list[int], column: pd.Series, name: str, minimum: int
+    path: Path, line: list[int], column: pd.Series, name: str, bounds: tuple[int, int]
 ) -> list[int | None]:
-    bad = (column != "") & ~column.str.fullmatch(r"\d+")
-    _fail_first(path, line, bad, f"{name} must be a whole number >= {minimum}")
+    low, high = bounds
+    bad = (column != "") & ~column.str.fullmatch(r"\d{1,18}")
+    _fail_first(path, line, bad, f"{name} must be a whole number from {low} to {high}")
     values = [int(v) if v else None for v in column.tolist()]
-    small = pd.Series([v is not None and v < minimum for v in values], index=column.index)
-    _fail_first(path, line, small, f"{name} must be >= {minimum}")
+    outside = pd.Series([v is not None and not low <= v <= high for v in values], column.index)
+    _fail_first(path, line, outside, f"{name} must be from {low} to {high}")
     return values
 
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import os
+import re
 import shutil
 import time
 import zipfile
@@ -26,21 +28,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from audit.errors import AuditError
 from runners.rundir import (
     CHECKPOINT_FILE,
     LOG_FILE,
     METRICS_FILE,
+    RESULT_FILE,
+    RunRecord,
     RunResult,
     atomic_write_json,
     atomic_write_yaml,
     read_jsonl,
     read_result,
-    read_spec,
+    read_run,
     write_result,
 )
+from runners.rundir import log_tail as read_log_tail
 
 RUNS_DIR = "runs"
 LOCK_FILE = "lock"
@@ -65,15 +68,71 @@ class RunState:
     attempts: int = 0
 
 
+# Files any run directory may hold (the runner's and the harness's): one of them, or a run-id
+# name, tells a run directory from another folder.
+RUN_FILES = (SPEC_FILE, RESULT_FILE, METRICS_FILE, LOG_FILE, CHECKPOINT_FILE, JOB_FILE, LOCK_FILE)
+RUN_ID_RE = re.compile(r"[a-z][a-z0-9.]*(-[A-Za-z0-9.]+)*-[0-9a-f]{12}")
+
+
+def store_problem(root: Path) -> str | None:
+    """Why `root` is not a result store, or None when it is one: a folder with a runs/ folder
+    that is empty or holds run directories (or beside a plan.json `audit run` wrote)."""
+    root = Path(root)
+    if not root.exists():
+        return "no such folder"
+    if not root.is_dir():
+        return "a file, not a folder"
+    runs = root / RUNS_DIR
+    if not runs.is_dir():
+        return f"it has no {RUNS_DIR}/ folder"
+    if (root / PLAN_FILE).is_file():
+        return None
+    children = list(itertools.islice(runs.iterdir(), 1000))
+    if not children or any(_is_run_dir(child) for child in children):
+        return None
+    return f"its {RUNS_DIR}/ folder holds no run directory"
+
+
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (
+        bool(RUN_ID_RE.fullmatch(path.name)) or any((path / name).exists() for name in RUN_FILES)
+    )
+
+
+def open_store(root: Path) -> Store:
+    """An existing store, for the verbs that only read one (status, check, report)."""
+    problem = store_problem(root)
+    if problem is not None:
+        raise AuditError(
+            f"--store {root}: not a result store ({problem}); pass the folder `audit run` "
+            "wrote to (it holds runs/<run id>/ folders)"
+        )
+    return Store(Path(root), create=False)
+
+
 class Store:
     """A store directory. Opening it checks that it can be written."""
 
     def __init__(self, root: Path, *, create: bool = True):
         self.root = Path(root)
         if create:
+            self._refuse_other_folder()
             self._ensure_writable()
         elif not self.runs_dir.is_dir():
             raise AuditError(f"{self.root} is not a result store (no runs/ folder); --store DIR")
+
+    def _refuse_other_folder(self) -> None:
+        """A store is made in a new or empty folder, or reused: never inside another folder
+        (`--store .` in a project would mix runs/ with its files)."""
+        problem = store_problem(self.root)
+        if problem is None or not self.root.exists():
+            return
+        if self.root.is_dir() and not any(self.root.iterdir()):
+            return
+        raise AuditError(
+            f"--store {self.root}: not a result store ({problem}) and not empty; pass a new "
+            "or empty folder, or one `audit run` wrote to"
+        )
 
     def _ensure_writable(self) -> None:
         try:
@@ -129,7 +188,7 @@ class Store:
         leaving the file and its holder's "<pid> <host>" as they were)."""
         try:
             handle = open(self.run_dir(run_id) / LOCK_FILE)  # noqa: SIM115 - closed below
-        except FileNotFoundError:
+        except OSError:  # absent, or not a file (a damaged run directory): nobody holds it
             return False
         with handle:
             if not _flock_nowait(handle):
@@ -150,7 +209,9 @@ class Store:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        except ValueError:
+        except OSError:  # e.g. a folder named job.json: nothing to read, nothing to move
+            return {}
+        except (ValueError, RecursionError):
             # bookkeeping only: a torn job.json loses the job ids, never a result
             if quarantine:
                 self.quarantine(run_id, JOB_FILE)
@@ -219,7 +280,7 @@ class Store:
 
     def record_failure(self, run_id: str, reason: str) -> None:
         """Write a failed result.json (the trainer never got to write one)."""
-        spec = _read_spec_or_empty(self.run_dir(run_id))
+        spec = self.record(run_id).spec or {}
         write_result(
             self.run_dir(run_id),
             RunResult(
@@ -235,10 +296,9 @@ class Store:
         """The last lines of the run's log (and of e.g. SLURM's stderr), for failure reasons."""
         chunks = []
         for path in [self.run_dir(run_id) / LOG_FILE, *extra]:
-            with contextlib.suppress(OSError):
-                text = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
-                if text:
-                    chunks.append(f"[{Path(path).name}] " + " | ".join(text[-lines:]))
+            tail = read_log_tail(Path(path), lines)
+            if tail:
+                chunks.append(f"[{Path(path).name}] " + " | ".join(tail))
         return "\n".join(chunks)
 
     def write_plan(self, data: dict[str, Any]) -> None:
@@ -247,39 +307,43 @@ class Store:
     def read_plan(self) -> dict[str, Any]:
         try:
             data = json.loads((self.root / PLAN_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
         return data if isinstance(data, dict) else {}
 
     # ------------------------------------------------------------------ state
 
+    def record(self, run_id: str) -> RunRecord:
+        """Everything the run directory holds, read once (runners.rundir.read_run)."""
+        return read_run(self.run_dir(run_id))
+
     def state(self, run_id: str, scheduler: dict[str, str] | None = None) -> RunState:
         """What a run is doing, from its files, its lock and (SLURM) the scheduler's states."""
         run_dir = self.run_dir(run_id)
-        spec = _read_spec_or_empty(run_dir)
+        record = read_run(run_dir)
         job = self.read_job(run_id, quarantine=False)
         job_id = job.get("job_id")
+        job_id = job_id if isinstance(job_id, str) else None  # a hand-edited job.json
         sched = (scheduler or {}).get(job_id) if job_id else None
+        attempts = job.get("attempts")
         state = RunState(
             run_id,
             "new",
             epochs_done=self.epochs_done(run_id),
-            epochs_planned=_planned_epochs(spec),
+            epochs_planned=_planned_epochs(record.spec or {}),
             job_id=job_id,
             scheduler_state=sched,
-            attempts=len(job.get("attempts", [])),
+            attempts=len(attempts) if isinstance(attempts, list) else 0,
         )
         if self.is_locked(run_id):
             state.status = "running"
             return state
-        try:
-            result = self.result(run_id)
-        except ValueError as exc:
-            state.status, state.reason = "corrupt", str(exc)
+        if record.problem is not None:  # paths inside the run directory, without its own
+            state.status, state.reason = "corrupt", record.problem.replace(f"{run_dir}/", "")
             return state
-        if result is not None:
-            state.status, state.reason = result.status, result.reason
-            state.epochs_done = max(state.epochs_done, result.epochs_completed)
+        if record.result is not None:
+            state.status, state.reason = record.result.status, record.result.reason
+            state.epochs_done = max(state.epochs_done, record.result.epochs_completed)
             return state
         state.status = _unfinished_status(job, sched, state.epochs_done)
         return state
@@ -305,14 +369,6 @@ def _flock_nowait(handle: Any) -> bool:
             return False
         raise
     return True
-
-
-def _read_spec_or_empty(run_dir: Path) -> dict[str, Any]:
-    """The run's spec.yaml; {} when it is missing or unreadable (states stay computable)."""
-    try:
-        return read_spec(run_dir)
-    except (OSError, ValueError, yaml.YAMLError):
-        return {}
 
 
 def _planned_epochs(spec: dict[str, Any]) -> int:
@@ -346,8 +402,9 @@ def checkpoint_is_corrupt(run_dir: Path) -> str | None:
 
 
 def result_is_finished(store: Store, run_id: str) -> bool:
-    """True for a valid done/diverged result; a corrupt result counts as unfinished."""
-    return store.result_status(run_id) in FINISHED
+    """True for a valid done/diverged result in an undamaged run directory: the same reader
+    as the check's (audit.results), so `audit run` and `audit check` agree on what is done."""
+    return store.record(run_id).status in FINISHED
 
 
 def scheduler_ids(store: Store, run_ids: list[str]) -> list[str]:
@@ -365,6 +422,8 @@ __all__ = [
     "RunState",
     "Store",
     "checkpoint_is_corrupt",
+    "open_store",
     "result_is_finished",
     "scheduler_ids",
+    "store_problem",
 ]

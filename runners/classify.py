@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import os
@@ -570,10 +571,14 @@ def save_checkpoint(
         "wall_seconds": seconds[0],
         "gpu_seconds": seconds[1],
     }
+    # Serialised in memory, then written: torch.save straight into a file turns a full disk
+    # into a RuntimeError without the errno; a plain write keeps the OSError (ENOSPC).
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+            handle.write(buffer.getbuffer())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

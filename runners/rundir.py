@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import socket
@@ -37,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from runners import safe_yaml
 from runners.errors import RunnerInputError
 
 SPEC_FILE = "spec.yaml"
@@ -47,6 +49,11 @@ PROVENANCE_FILE = "provenance.json"
 LOG_FILE = "log.txt"
 
 STATUSES = ("done", "failed", "diverged")
+# Bounds of what a reader accepts as a run file (far above what a runner writes).
+SPEC_MAX_BYTES = 2**20
+RESULT_MAX_BYTES = 16 * 2**20
+METRICS_MAX_BYTES = 256 * 2**20
+LOG_TAIL_BYTES = 256 * 2**10
 RESULT_SCHEMA_VERSION = 1
 
 # Keys of one metrics.jsonl line written by the classification runner, in order.
@@ -145,22 +152,42 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All complete lines of a JSON-lines file; a torn (unparseable) last line is skipped."""
+    """All complete lines of a JSON-lines file; a torn (unparseable) last line is skipped.
+
+    Any other line that is not a JSON object raises ValueError naming the file and line."""
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = _read_text(path, METRICS_MAX_BYTES).splitlines()
     records = []
     for index, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
             if index == len(lines) - 1:
                 break  # a write cut short by a crash
-            raise
+            raise ValueError(f"{path}:{index + 1}: not a JSON line") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{index + 1}: not a JSON object")
+        records.append(record)
     return records
+
+
+def _read_text(path: Path, limit: int) -> str:
+    """A run-directory file's text; ValueError (naming the file) for one that cannot be what
+    the runner wrote: a folder, larger than `limit`, not UTF-8. FileNotFoundError passes."""
+    try:
+        if path.stat().st_size > limit:
+            raise ValueError(f"{path}: larger than {limit // 2**20} MiB, not a run file")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # a folder where a file should be, no permission, ...
+        raise ValueError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 (byte {exc.start})") from None
 
 
 def write_result(run_dir: Path, result: RunResult) -> None:
@@ -174,20 +201,158 @@ def read_result(run_dir: Path) -> RunResult | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path, RESULT_MAX_BYTES))
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        return RunResult.from_dict(data)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: corrupt result file ({exc})") from exc
+        result = RunResult.from_dict(data)
+        _check_result_types(result)
+        return result
+    except FileNotFoundError:
+        return None  # removed between the check and the read (a retry dropping it)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ValueError(f"{path}: corrupt result file ({_short(exc)})") from None
+
+
+def _check_result_types(result: RunResult) -> None:
+    """The fields a reader relies on have the types the runners write."""
+    if not isinstance(result.metrics, dict) or not all(isinstance(k, str) for k in result.metrics):
+        raise ValueError("metrics is not a mapping of names to numbers")
+    if not isinstance(result.deviations, list) or not all(
+        isinstance(d, str) for d in result.deviations
+    ):
+        raise ValueError("deviations is not a list of text")
+    if result.reason is not None and not isinstance(result.reason, str):
+        raise ValueError("reason is not text")
+    for name in ("epochs_completed", "epochs_planned"):
+        value = getattr(result, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} is not a whole number")
+    for name in ("wall_seconds", "gpu_seconds"):
+        value = getattr(result, name)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ValueError(f"{name} is not a number")
 
 
 def read_spec(run_dir: Path) -> dict[str, Any]:
+    """The run's spec.yaml as a mapping. FileNotFoundError when absent; ValueError (naming
+    the file and why) for anything else: bad YAML, unsafe tags, bombs, not a mapping."""
     path = Path(run_dir) / SPEC_FILE
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    text = _read_text(path, SPEC_MAX_BYTES)
+    try:
+        data = safe_yaml.load(text)
+    except (yaml.YAMLError, ValueError) as exc:
+        line = safe_yaml.error_line(exc)
+        raise ValueError(f"{path}:{line}: not a valid spec ({safe_yaml.problem(exc)})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a mapping")
     return data
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ----------------------------------------------------------------------------- the one reader
+
+
+@dataclass
+class RunRecord:
+    """What a run directory holds, as far as it can be read; never an exception.
+
+    `problem` says why the directory is damaged (then `status` is "corrupt"): a spec.yaml or
+    result.json that cannot be read or has fields of the wrong type, a result without its
+    spec, a done result whose metric is not a finite number, a bad metrics.jsonl line.
+    Results, report, plan, store and status all read run directories through `read_run`."""
+
+    run_dir: Path
+    spec: dict[str, Any] | None = None  # None: absent or unreadable
+    result: RunResult | None = None  # None: absent (not finished) or unreadable
+    problem: str | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl's lines
+    damaged: tuple[str, ...] = ()  # the files `problem` is about (e.g. ("result.json",))
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def status(self) -> str | None:
+        """done | failed | diverged | corrupt, or None for a run without a result yet."""
+        if self.problem is not None:
+            return "corrupt"
+        return self.result.status if self.result is not None else None
+
+
+# Spec fields every reader uses, and their types (whatever the runner kind).
+_SPEC_TYPES = {"kind": str, "dataset": str, "arch": str, "norm": str, "epochs": int, "seed": int}
+
+
+def read_run(run_dir: Path) -> RunRecord:
+    """Read a run directory once, whole; a damaged part becomes `problem`, never a raise."""
+    record = RunRecord(Path(run_dir))
+    problems, damaged = [], []
+    for name, part in _PARTS:
+        try:
+            part(record)
+        except (ValueError, TypeError, OSError, RecursionError, yaml.YAMLError) as exc:
+            problems.append(_short(exc, 300))
+            damaged.append(name)
+    if record.result is not None and record.spec is None and not damaged:
+        problems.append(f"{SPEC_FILE} is missing, so the result cannot be matched to a claim")
+        damaged.append(SPEC_FILE)
+    record.problem = "; ".join(problems) or None
+    record.damaged = tuple(damaged)
+    return record
+
+
+def _read_spec_part(record: RunRecord) -> None:
+    try:
+        spec = read_spec(record.run_dir)
+    except FileNotFoundError:
+        return
+    for key, kind in _SPEC_TYPES.items():
+        value = spec.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ValueError(
+                f"{record.run_dir / SPEC_FILE}: {key} must be {kind.__name__}, got {value!r:.40}"
+            )
+    record.spec = spec
+
+
+def _read_result_part(record: RunRecord) -> None:
+    result = read_result(record.run_dir)
+    if result is not None and result.status == "done":
+        for name, value in result.metrics.items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ValueError(f"{RESULT_FILE}: metric {name} is {value!r:.40}, not a number")
+            if not math.isfinite(value):
+                raise ValueError(f"{RESULT_FILE}: metric {name} of a done run is {value}")
+    record.result = result
+
+
+def _read_metrics_part(record: RunRecord) -> None:
+    record.metrics = read_jsonl(record.run_dir / METRICS_FILE)
+
+
+_PARTS = (
+    (SPEC_FILE, _read_spec_part),
+    (RESULT_FILE, _read_result_part),
+    (METRICS_FILE, _read_metrics_part),
+)
+
+
+def log_tail(path: Path, lines: int = 20) -> list[str]:
+    """The last `lines` lines of a log file (undecodable bytes replaced); [] when unreadable.
+    Reads at most the file's last 256 KiB, whatever its size."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - LOG_TAIL_BYTES))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:] if lines > 0 else []
 
 
 def write_spec(

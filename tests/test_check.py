@@ -137,7 +137,8 @@ def test_junit_has_one_testcase_per_claim_with_both_deviations(files, tmp_path):
     assert cases[4].find("skipped") is not None  # not gated, no result
 
 
-def test_markdown_and_json_outputs(files, tmp_path, capsys):
+def test_markdown_and_json_outputs(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the verdict record goes by default
     claims, results = files
     summary = tmp_path / "summary.md"
     bad = ALL_GOOD.replace("92.1", "80.0")
@@ -155,7 +156,7 @@ def test_markdown_and_json_outputs(files, tmp_path, capsys):
     assert row["tolerance"]["high"] == pytest.approx(93.0)
     assert row["tolerance"]["abs"] == 1.0 and row["tolerance"]["direction"] == "two-sided"
     assert row["rule"] == "single-run" and row["single_run"] and not row["passes_gate"]
-    # --json prints the record that verdicts.json (beside the CSV) holds
+    # --json prints the record that ./verdicts.json holds
     written = json.loads((tmp_path / "verdicts.json").read_text(encoding="utf-8"))
     assert written["claims"] == document["claims"]
     text = summary.read_text(encoding="utf-8")
@@ -168,7 +169,7 @@ def test_markdown_and_json_outputs(files, tmp_path, capsys):
 def test_store_directory_is_read(files, tmp_path, capsys):
     claims, _ = files
     assert check(claims, "--store", str(tmp_path / "absent")) == 2
-    assert "no such store directory" in capsys.readouterr().err
+    assert "not a result store (no such folder)" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- bad CSV input
@@ -250,7 +251,8 @@ def test_csv_example_of_the_docs_loads(tmp_path):
     assert table["centre_surround_score"].iloc[-1] == 1.0
 
 
-def test_store_runs_gate_end_to_end(files, tmp_path, capsys):
+def test_store_runs_gate_end_to_end(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the verdict record goes by default
     from runners.rundir import RunResult, atomic_write_yaml, write_result
 
     claims, _ = files
@@ -266,7 +268,8 @@ def test_store_runs_gate_end_to_end(files, tmp_path, capsys):
         write_result(run_dir, RunResult(run_id, "done", metrics={"test_top1": value}))
     assert check(claims, "--store", str(store), "--group", "t1") == 0
     assert "4 claims: 4 reproduced. Gate: PASS" in capsys.readouterr().out
-    record = json.loads((store / "verdicts.json").read_text(encoding="utf-8"))
+    assert not (store / "verdicts.json").exists()  # a check changes nothing in the store
+    record = json.loads((tmp_path / "verdicts.json").read_text(encoding="utf-8"))
     assert record["inputs"]["store"] == str(store) and record["gate"]["exit_code"] == 0
     assert {r["run_id"] for r in record["runs"]} == {
         f"classify-{arch}-{norm}-cifar10-e20-s0" for arch, norm in cells

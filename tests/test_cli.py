@@ -66,7 +66,10 @@ def test_each_verbs_module_has_the_summary_as_its_help():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "--threads", "0", "--out", "{tmp}/run"], "--threads must be at least 1, got 0"),
+        (
+            ["train", "--threads", "0", "--out", "{tmp}/run"],
+            "argument --threads: 0 is outside 1..1024",
+        ),
         (["train", "--out", "{tmp}/file/run"], "cannot create the run directory"),
         (["kernels", "--out", "{tmp}/file"], "cannot create the run directory"),
     ],

@@ -57,8 +57,9 @@ def record(tmp_path):
         folder.mkdir()
         csv = folder / "results.csv"
         csv.write_text(cells(values), encoding="utf-8")
-        cli.main(["check", "--claims", str(claims), "--results", str(csv)])
-        return folder / "verdicts.json"
+        record = folder / "verdicts.json"
+        cli.main(["check", "--claims", str(claims), "--results", str(csv), "--record", str(record)])
+        return record
 
     return make
 

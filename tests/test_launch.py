@@ -437,9 +437,12 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
         ),
         (["status", "--store", str(tmp_path / "none")], "no result store at"),
         (["run", "--claims", claims, "--detach"], "--detach needs --executor slurm"),
-        (["run", "--claims", claims, "--poll", "-1"], "--poll must be 0 or more seconds"),
-        (["run", "--claims", claims, "--poll", "nan"], "--poll must be 0 or more seconds"),
-        (["run", "--claims", claims, "--parallel", "0"], "--parallel must be at least 1"),
+        (["run", "--claims", claims, "--poll", "-1"], "argument --poll: '-1' is outside"),
+        (["run", "--claims", claims, "--poll", "nan"], "argument --poll: 'nan' is outside"),
+        (
+            ["run", "--claims", claims, "--parallel", "0"],
+            "argument --parallel: 0 is outside 1..256",
+        ),
     ]
     for args, message in cases:
         out = _audit(*args, cwd=tmp_path)

@@ -44,7 +44,7 @@ def test_read_jsonl_skips_a_torn_last_line_only(tmp_path):
         handle.write('{"epoch": 3, "tes')  # a crash in the middle of a write
     assert [r["epoch"] for r in rundir.read_jsonl(path)] == [1, 2]
     path.write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
-    with pytest.raises(json.JSONDecodeError):
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a JSON line"):
         rundir.read_jsonl(path)
 
 
@@ -89,3 +89,43 @@ def test_write_spec_refuses_a_directory_of_another_spec(tmp_path):
     (tmp_path / rundir.SPEC_FILE).write_text("[not, a, mapping]\n")
     with pytest.raises(RunnerInputError, match="different spec"):
         rundir.write_spec(tmp_path, {"lr": 0.1, "epochs": 1}, effective)
+
+
+def test_read_run_of_a_whole_run_directory(tmp_path):
+    from tests.hostile.inputs import make_store
+
+    run_dir = make_store(tmp_path)[("nd", 0)]
+    record = rundir.read_run(run_dir)
+    assert (record.status, record.problem, record.damaged) == ("done", None, ())
+    assert record.spec["norm"] == "nd" and record.result.metrics == {"test_top1": 93.2}
+    assert record.metrics == [{"epoch": 1, "test_top1": 50.0}]
+
+
+def test_read_run_never_raises_and_names_the_damaged_file(tmp_path):
+    from tests.hostile.inputs import DAMAGES, make_store
+
+    for index, (name, damage) in enumerate(sorted(DAMAGES.items())):
+        run_dir = make_store(tmp_path / str(index))[("nd", 0)]
+        damage(run_dir)
+        record = rundir.read_run(run_dir)
+        assert record.status == "corrupt" and record.problem, name
+        assert record.damaged and all(
+            d in ("spec.yaml", "result.json", "metrics.jsonl") for d in record.damaged
+        )
+        assert name.split()[0] in record.damaged, (name, record.damaged)
+
+
+def test_read_run_of_an_unfinished_run_has_no_status(tmp_path):
+    rundir.write_spec(tmp_path, {"kind": "classify", "epochs": 2}, lambda spec: spec)
+    with open(tmp_path / "metrics.jsonl", "w") as handle:
+        handle.write('{"epoch": 1}\n{"epo')  # killed while writing epoch 2
+    record = rundir.read_run(tmp_path)
+    assert record.status is None and record.problem is None and len(record.metrics) == 1
+
+
+def test_log_tail_reads_only_the_end_of_a_large_log(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_bytes(b"x" * (2 * rundir.LOG_TAIL_BYTES) + b"\nbad \xff byte\nlast line\n")
+    assert rundir.log_tail(log, 2) == ["bad \ufffd byte", "last line"]
+    assert rundir.log_tail(tmp_path / "absent.txt") == []
+    assert rundir.log_tail(tmp_path) == []  # a folder

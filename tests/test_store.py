@@ -178,15 +178,17 @@ def test_status_of_a_store_with_torn_files_is_a_table_not_a_traceback(store, tmp
     (store.run_dir(torn_metrics) / "metrics.jsonl").write_text('{"epoch": 1}\n{bad\n{"epoch": 3}\n')
     (store.run_dir(torn_metrics) / "job.json").write_text('{"job_id": "1')
     assert store.epochs_done(torn_metrics) == 2  # the lines that parse
-    assert store.state(torn_spec).status == "new"
+    state = store.state(torn_spec)
+    assert state.status == "corrupt" and "spec.yaml:2: not a valid spec" in state.reason
     state = store.state(torn_metrics)
-    assert (state.status, state.epochs_done, state.epochs_planned) == ("interrupted", 2, 0)
+    assert (state.status, state.epochs_done, state.epochs_planned) == ("corrupt", 2, 0)
+    assert "epochs must be int" in state.reason and "metrics.jsonl:2" in state.reason
     out = subprocess.run(
         [sys.executable, "-m", "audit.cli", "status", "--store", str(store.root)],
         capture_output=True,
         text=True,
     )
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
-    assert "3 run(s): 1 interrupted, 2 new" in out.stdout
+    assert "3 run(s): 2 corrupt, 1 new" in out.stdout
     # reading the store changes nothing in it: the torn job.json is left for a writer
     assert (store.run_dir(torn_metrics) / "job.json").read_text() == '{"job_id": "1'

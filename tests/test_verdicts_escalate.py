@@ -47,7 +47,9 @@ def first_look(tmp_path, capsys):
     return store, args
 
 
-def test_escalation_adds_seeds_once_to_the_undecided_cell(first_look, capsys, tmp_path):
+def test_escalation_adds_seeds_once_to_the_undecided_cell(
+    first_look, capsys, tmp_path, monkeypatch
+):
     store, args = first_look
     code = audit("run", *args, "--escalate", "--max-seeds", "3")
     out = capsys.readouterr().out
@@ -68,8 +70,9 @@ def test_escalation_adds_seeds_once_to_the_undecided_cell(first_look, capsys, tm
     beside = json.loads((tmp_path / "reports" / "ci" / "verdicts.json").read_text())
     assert beside["design"]["rule"] == "pocock-2" and beside["design"]["escalated_claims"]
     # audit check on the store judges by the declared design and marks the escalated claim
+    monkeypatch.chdir(tmp_path)  # the check's record goes to the current directory
     assert audit("check", "--store", str(store), "--id", CLAIM) in (0, 1)
-    record = json.loads((store / "verdicts.json").read_text())
+    record = json.loads((tmp_path / "verdicts.json").read_text())
     assert record["design"]["rule"] == "pocock-2" and not record["design"]["interim"]
     claim = {c["claim_id"]: c for c in record["claims"]}[CLAIM]
     assert claim["escalated"] and claim["n"] == 3 and claim["seeds"] == [0, 1, 2]

@@ -77,7 +77,8 @@ def test_the_validator_refuses_what_the_schema_forbids(record):
         validate(broken, schema)
 
 
-def test_check_json_prints_the_same_record(tmp_path, capsys, record):
+def test_check_json_prints_the_same_record(tmp_path, capsys, record, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the record would go by default
     results = tmp_path / "results.csv"
     args = ["check", "--claims", str(ROOT / "claims.yaml"), "--results", str(results)]
     args += ["--group", "table1", "--arch", "vgg16", "--dataset", "cifar10", "--json"]

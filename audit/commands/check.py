@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--record",
         type=Path,
         metavar="FILE",
-        help="write the verdict record here (default: verdicts.json in the store, or beside "
-        "the first results CSV)",
+        help="write the verdict record here (default: ./verdicts.json; never into the store, "
+        "which a check leaves byte for byte as it was)",
     )
     parser.add_argument("--no-record", action="store_true", help="write no verdicts.json")
     parser.add_argument(
@@ -149,17 +149,20 @@ def split_list(values: list[str] | None) -> list[str] | None:
 def select_claims(args: argparse.Namespace) -> ClaimSet:
     from audit.claims import load_claims
     from audit.errors import AuditError
+    from audit.limits import EPOCHS, parse_int
 
     epochs = split_list(args.epochs)
-    if epochs and not all(e.isdigit() for e in epochs):
-        raise AuditError(f"--epochs takes whole numbers, got {', '.join(epochs)}")
+    try:
+        epochs = [parse_int(e, *EPOCHS) for e in epochs] if epochs else None
+    except ValueError as exc:
+        raise AuditError(f"--epochs: {exc}") from None
     return load_claims(args.claims).select(
         groups=split_list(args.group),
         ids=split_list(args.id),
         datasets=split_list(args.dataset),
         archs=split_list(args.arch),
         norms=split_list(args.norm),
-        epochs=[int(e) for e in epochs] if epochs else None,
+        epochs=epochs,
     )
 
 
@@ -170,18 +173,14 @@ def load_table(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def load_results_table(store: Path | None, csvs: list[Path]) -> pd.DataFrame:
-    """The store's runs and every CSV's rows in one results table, with their problems."""
-    import pandas as pd
-
+    """The store's runs and every CSV's rows in one results table, each run once (a run
+    given twice is merged with a warning, or an error when its values differ)."""
+    from audit.duplicates import merge_results
     from audit.results import load_results, load_results_csv
 
     tables = [load_results(store)] if store is not None else []
     tables += [load_results_csv(path) for path in csvs]
-    if len(tables) == 1:
-        return tables[0]
-    table = pd.concat(tables, ignore_index=True)
-    table.attrs = {"problems": [p for t in tables for p in t.attrs.get("problems", [])]}
-    return table
+    return merge_results(tables)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -200,11 +199,12 @@ def _check(args: argparse.Namespace) -> int:
     from audit import check
     from audit.compare import compare
     from audit.escalate import read_design
+    from audit.escape import terminal
 
     claims = select_claims(args)
     results = load_table(args)
     for problem in results.attrs.get("problems", []):
-        print(f"audit check: warning: {problem}", file=sys.stderr)
+        print(f"audit check: warning: {terminal(problem)}", file=sys.stderr)
     store = None if args.results else (args.store or Path(DEFAULT_STORE))
     claims, results = scope_to_store_plan("check", args, claims, results, store)
     design = read_design(store)
@@ -238,7 +238,8 @@ def _write_record(
     context: dict,
 ) -> None:
     """verdicts.json: where --record says (an error if it cannot be written), else in the
-    store or beside the first CSV (a warning if that folder is read-only)."""
+    current directory (a warning if it is read-only). Never into the store: a check reads
+    it and changes no byte of it (docs/errors.md)."""
     from audit.errors import AuditError
     from audit.record import RECORD_NAME, write_verdict_record
 
@@ -246,7 +247,7 @@ def _write_record(
         return
     path = args.record
     if path is None:
-        path = (store if store is not None else args.results[0].parent) / RECORD_NAME
+        path = Path(RECORD_NAME)
     try:
         write_verdict_record(path, table, allowed, **context)
     except AuditError as exc:
@@ -256,9 +257,7 @@ def _write_record(
 
 
 def _write(path: Path, text: str) -> None:
-    from audit.errors import AuditError
+    """Whole or not at all: a failed write (a full disk) leaves the previous file as it was."""
+    from audit.atomic import write_text_atomic
 
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise AuditError(f"{path}: cannot write ({exc.strerror}); check the directory") from None
+    write_text_atomic(path, text, what="the check's output")

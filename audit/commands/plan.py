@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from audit import limits
 from audit.errors import AuditError
+from audit.limits import int_in
 from audit.plan import Plan, build_plan, format_plan, throughput_key
 from audit.profiles import DEFAULT_PROFILE, PROFILES, default_data_dir, get_profile
 from runners.errors import RunnerInputError
@@ -28,7 +30,10 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         "the paper's matrix is seed-study or full, for a cluster)",
     )
     parser.add_argument(
-        "--seeds", type=int, default=None, help="seeds per experiment (default: the profile's)"
+        "--seeds",
+        type=int_in(*limits.SEEDS),
+        default=None,
+        help="seeds per experiment, 1 to 100 (default: the profile's)",
     )
     parser.add_argument(
         "--data-dir",
@@ -95,16 +100,11 @@ def recorded_throughputs(store_dir: Path) -> dict[tuple[str, str, str], float]:
 
 def _recorded_speeds(run_dir: Path) -> tuple[tuple[str, str, str], list[float]] | None:
     """(throughput key, images/s per epoch) of a finished GPU classification run, else None."""
-    import yaml
+    from runners.rundir import read_run
 
-    from runners.rundir import METRICS_FILE, read_jsonl, read_result, read_spec
-
-    try:
-        result, spec = read_result(run_dir), read_spec(run_dir)
-        metrics = read_jsonl(run_dir / METRICS_FILE)
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
-    if result is None or result.status != "done" or not result.gpu_seconds > 0:
+    record = read_run(run_dir)
+    result, spec, metrics = record.result, record.spec or {}, record.metrics
+    if record.problem or result is None or result.status != "done" or not result.gpu_seconds > 0:
         return None
     speeds = [m.get("images_per_second") for m in metrics if isinstance(m, dict)]
     speeds = [float(v) for v in speeds if isinstance(v, int | float) and v > 0]
@@ -112,7 +112,7 @@ def _recorded_speeds(run_dir: Path) -> tuple[tuple[str, str, str], list[float]] 
         return None
     try:
         return throughput_key(spec), speeds
-    except (KeyError, RunnerInputError):  # a spec.yaml edited by hand
+    except (KeyError, TypeError, ValueError, RunnerInputError):  # a spec.yaml edited by hand
         return None
 
 

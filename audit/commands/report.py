@@ -21,6 +21,7 @@ from audit.commands.check import (
     add_selection_arguments,
     load_results_table,
 )
+from audit.escape import terminal
 
 HELP = "render the HTML and PDF reproduction report"
 
@@ -60,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     store = args.store if args.store or args.results else Path(DEFAULT_STORE)
     results = load_results_table(store, args.results or [])
     for problem in results.attrs.get("problems", []):
-        print(f"audit report: warning: {problem}", file=sys.stderr)
+        print(f"audit report: warning: {terminal(problem)}", file=sys.stderr)
     claims, results = scope_to_store_plan("report", args, claims, results, store)
     scope = {"profile": args.profile} if args.profile else {}
     if args.results:

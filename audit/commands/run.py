@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from audit import limits
 from audit.commands.plan import add_selection_arguments, plan_from_args
-from audit.errors import AuditError
+from audit.errors import AuditError, disk_full_error, is_disk_full
+from audit.limits import float_in, int_in
 from audit.plan import Plan, format_plan, judged_by, preflight
 
 if TYPE_CHECKING:
@@ -29,11 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--executor", default="local", help="local (default), slurm or debug (in-process)")
     add("--force", action="store_true", help="retrain finished runs (old files are kept aside)")
-    add("--retries", type=int, default=2, help="resubmissions of a failed job (default: 2)")
+    add("--retries", type=int_in(*limits.RETRIES), default=2, help="resubmissions (0-100; 2)")
     add("--detach", action="store_true", help="submit and return; re-attach with a later run")
     add("--dry-run", action="store_true", help="print the matrix and sbatch parameters only")
-    add("--poll", type=float, default=15.0, help="seconds between scheduler polls (default 15)")
-    add("--parallel", type=int, default=1, help="local executor: runs at once (default 1)")
+    add("--poll", type=float_in(*limits.POLL_S), default=15.0, help="seconds between polls (15)")
+    add("--parallel", type=int_in(*limits.PARALLEL), default=1, help="local runs at once (1)")
     add("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if present)")
     add("--no-report", action="store_true", help="skip the HTML/PDF report at the end")
     add("--no-pdf", action="store_true", help="write the report's HTML only")
@@ -44,7 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="two-look design: after the first look, add seeds to the undecided cells, once "
         "(docs/verdicts.md)",
     )
-    add("--max-seeds", type=int, default=None, help="--escalate: seeds at the second look (2x)")
+    add(
+        "--max-seeds",
+        type=int_in(*limits.SEEDS),
+        default=None,
+        help="--escalate: seeds at the second look (2x; at most 100)",
+    )
     add(
         "--skip-missing-data",
         action="store_true",
@@ -111,12 +118,6 @@ def main(args: argparse.Namespace) -> int:
         )
     if args.max_seeds is not None and not args.escalate:
         raise AuditError("--max-seeds is the second look of --escalate; pass --escalate too")
-    if args.retries < 0:
-        raise AuditError(f"--retries must be 0 or more, got {args.retries}")
-    if args.parallel < 1:
-        raise AuditError(f"--parallel must be at least 1, got {args.parallel}")
-    if not args.poll >= 0:  # also NaN
-        raise AuditError(f"--poll must be 0 or more seconds, got {args.poll}")
     plan = plan_from_args(args)
     flags = {key: getattr(args, f"slurm_{key}") for _, key, _, _ in SLURM_OPTIONS}
     params = slurm_params(
@@ -144,6 +145,7 @@ def _run(args: argparse.Namespace, plan: Plan, params: SlurmParams) -> int:
     report = _launch(args, store, [r.spec for r in plan.runs], params, plan.data_dir, costs)
     if args.detach:
         return 0
+    _refuse_full_disk(store, report.settled)
     counts = Counter(report.settled.values())
     print(
         f"audit run: {len(plan.runs)} run(s): "
@@ -242,6 +244,16 @@ def _plan_results(
     return claims, results
 
 
+def _refuse_full_disk(store: Store, settled: dict[str, str]) -> None:
+    """Runs that failed on a full disk: exit 2 with the one message, not "job ... FAILED"."""
+    from audit.launch import failed_on_full_disk
+
+    if any(
+        failed_on_full_disk(store, rid) for rid, status in settled.items() if status == "failed"
+    ):
+        raise disk_full_error(store.root)
+
+
 def _say(progress: Progress) -> Callable[[str], None]:
     def say(message: str) -> None:
         progress.write(f"audit run: {message}")
@@ -272,10 +284,14 @@ def _check_and_report(
         return
     try:
         paths = _render(args, plan, claims, table, results, store, design)
-    except OSError as exc:
+    except (OSError, AuditError) as exc:  # the renderer's own advice names `audit report`'s flags
+        if is_disk_full(exc):
+            raise disk_full_error(args.reports) from None
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
         raise AuditError(
-            f"cannot write the report under {args.reports}: {exc.strerror or exc}; "
-            "the runs are kept; rerun with --reports DIR (nothing is retrained)"
+            f"cannot write the report under {args.reports}: {why}; the runs are kept; rerun "
+            "with --reports DIR, a writable folder (nothing is retrained)"
         ) from None
     print(f"audit run: report {paths.html}" + (f" and {paths.pdf}" if paths.pdf else ""))
 

@@ -16,7 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from audit.errors import AuditError
-from audit.store import RunState, Store, scheduler_ids
+from audit.escape import terminal
+from audit.store import RunState, Store, open_store, scheduler_ids
 
 HELP = "show done / running / queued / failed runs of a store"
 
@@ -69,29 +70,28 @@ def format_status(
 ) -> str:
     lines = []
     if label or any(devs for _, devs in rows):
-        lines.append(f"NOTE: {label or 'runs marked * deviate from the protocol'}")
+        lines.append(f"NOTE: {terminal(label or 'runs marked * deviate from the protocol')}")
     lines.append(f"{'run id':<58} {'status':<12} {'progress':<14} {'job':<22} reason")
     for state, devs in rows:
         progress = (
             f"epoch {state.epochs_done} of {state.epochs_planned}" if state.epochs_planned else "-"
         )
-        job = f"{state.job_id or '-'} {state.scheduler_state or ''}".strip()
-        reason = (state.reason or "").splitlines()[0][:60] if state.reason else ""
+        job = terminal(f"{state.job_id or '-'} {state.scheduler_state or ''}".strip())
+        reason = terminal((state.reason or "").splitlines()[0][:60]) if state.reason else ""
         if (pending or {}).get(state.run_id):
-            reason = f"pending: {pending[state.run_id]}"
+            reason = terminal(f"pending: {pending[state.run_id]}")
         mark = "*" if devs else " "
-        lines.append(
-            f"{state.run_id:<57}{mark} {state.status:<12} {progress:<14} {job:<22} {reason}"
-        )
+        run_id = terminal(state.run_id)  # a folder name is untrusted text: no escape codes
+        lines.append(f"{run_id:<57}{mark} {state.status:<12} {progress:<14} {job:<22} {reason}")
     counts = Counter(state.status for state, _ in rows)
     lines.append(f"{len(rows)} run(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> int:
-    if not Path(args.store).is_dir():
+    if not Path(args.store).exists():
         raise AuditError(f"no result store at {args.store}; run `audit run` or pass --store DIR")
-    store = Store(args.store, create=False)
+    store = open_store(args.store)
     from audit.cost import plan_estimates, store_cost
 
     rows = collect(store)

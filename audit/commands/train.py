@@ -19,6 +19,8 @@ HELP = "train one classification run (BN / ND / MLP) into a run directory"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Choices come from the spec module at parse time; it never imports torch.
+    from audit import limits
+    from audit.limits import int_in
     from runners.models import ARCHS
     from runners.specs.classify import DATASETS, LR_SCHEDULES, ND_HEADS, NORMS
 
@@ -26,18 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument("--arch", required=True, help=", ".join(ARCHS))
     spec.add_argument("--norm", required=True, choices=NORMS)
     spec.add_argument("--dataset", required=True, choices=DATASETS)
-    spec.add_argument("--epochs", required=True, type=int)
-    spec.add_argument("--seed", type=int, default=0)
+    spec.add_argument("--epochs", required=True, type=int_in(*limits.EPOCHS))
+    spec.add_argument("--seed", type=int_in(*limits.SEED), default=0)
     spec.add_argument(
         "--train-subset",
-        type=int,
+        type=int_in(*limits.SUBSET),
         default=None,
         metavar="N",
         help="first N training images only (a recorded deviation)",
     )
     spec.add_argument(
         "--test-subset",
-        type=int,
+        type=int_in(*limits.SUBSET),
         default=None,
         metavar="N",
         help="first N test images only (a recorded deviation)",
@@ -76,14 +78,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     run.add_argument(
         "--workers",
-        type=int,
+        type=int_in(*limits.WORKERS),
         default=None,
         metavar="N",
         help="data-loader worker processes (default: 0 on the CPU, up to 16 on a GPU)",
     )
     run.add_argument(
         "--threads",
-        type=int,
+        type=int_in(*limits.THREADS),
         default=None,
         metavar="N",
         help="torch CPU threads (default: torch's; 1 is fastest on a busy shared CPU)",
@@ -143,7 +145,20 @@ def main(args: argparse.Namespace) -> int:
 
     from runners.classify import run, summary  # imports torch
 
-    result = run(
+    try:
+        result = _train(run, spec, args)
+    except OSError as exc:
+        from audit.errors import disk_full_error, is_disk_full
+
+        if is_disk_full(exc):  # the last checkpoint is whole: a rerun resumes from it
+            raise disk_full_error(args.out) from None
+        raise
+    print(f"{result.status}: {summary(result)}", flush=True)
+    return 0 if result.status == "done" else 1
+
+
+def _train(run: Any, spec: dict[str, Any], args: argparse.Namespace) -> Any:
+    return run(
         spec,
         args.out,
         data_dir=args.data_dir,
@@ -154,5 +169,3 @@ def main(args: argparse.Namespace) -> int:
         download=args.download,
         threads=args.threads,
     )
-    print(f"{result.status}: {summary(result)}", flush=True)
-    return 0 if result.status == "done" else 1

@@ -15,6 +15,7 @@ can never resolve by waiting ends the launch with one error naming the reason an
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,14 +24,14 @@ from typing import Any, Protocol
 
 from audit.cluster_config import SlurmParams
 from audit.errors import AuditError
-from audit.launch.job import RunOptions, now
+from audit.launch.job import DISK_FULL, RunOptions, now
 from audit.store import (
     Store,
     checkpoint_is_corrupt,
     result_is_finished,
     scheduler_ids,
 )
-from runners.rundir import RESULT_FILE
+from runners.rundir import RESULT_FILE, log_tail
 
 EXECUTORS = ("local", "slurm", "debug")
 # Scheduler states of a job that may still train (SLURM's, plus the local executor's).
@@ -340,6 +341,15 @@ def _settle(
         return None  # submitted; sacct has not caught up yet
     if result_is_finished(store, item.run_id):
         return store.result(item.run_id).status
+    if failed_on_full_disk(
+        store, item.run_id, executor.log_files(item.job_id) if item.job_id else ()
+    ):
+        with contextlib.suppress(OSError, IndexError):  # for `audit run`'s exit (when it fits)
+            store.update_job(
+                item.run_id, lambda job: job["attempts"][-1].update(outcome="disk-full")
+            )
+        say(f"run {item.run_id} failed: {DISK_FULL} (free space and rerun: it resumes)")
+        return "failed"  # retrying on a full disk cannot help
     last = (store.read_job(item.run_id).get("attempts") or [{}])[-1]
     if last.get("outcome") == "input-error":
         say(f"run {item.run_id} failed: {last.get('error')}")
@@ -358,6 +368,15 @@ def _settle(
             store.record_failure(item.run_id, reason)
     say(f"run {item.run_id} failed: {why}")
     return "failed"
+
+
+def failed_on_full_disk(store: Store, rid: str, logs: Any = ()) -> bool:
+    """Whether the run's last attempt ended on a full disk: its recorded outcome, or (when
+    the disk was too full to record it) "No space left on device" in its logs' tails."""
+    attempts = store.read_job(rid).get("attempts") or [{}]
+    if isinstance(attempts[-1], dict) and attempts[-1].get("outcome") == "disk-full":
+        return True
+    return any("No space left on device" in line for log in logs for line in log_tail(log, 5))
 
 
 def record_allocations(store: Store, run_ids: list[str]) -> int:

@@ -8,6 +8,7 @@ and only inside the job.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -18,8 +19,11 @@ from typing import Any
 
 import submitit
 
+from audit.errors import is_disk_full
 from audit.store import Store, checkpoint_is_corrupt, result_is_finished
 from runners.rundir import CHECKPOINT_FILE, LOG_FILE, RESULT_FILE
+
+DISK_FULL = "no space left on device"
 
 
 @dataclass(frozen=True)
@@ -50,13 +54,14 @@ def run_job(spec: dict[str, Any], store_dir: str, options: RunOptions) -> dict[s
 
 
 def _clear_stale_files(store: Store, rid: str) -> None:
-    """A corrupt result/checkpoint is moved aside (never used), a failed result removed (its
-    reason is kept in job.json's attempts)."""
-    try:
-        store.result(rid)
-    except ValueError as exc:
-        moved = store.quarantine(rid, RESULT_FILE)
-        _note(store, rid, f"corrupt result moved to {moved.name}: {exc}")
+    """Damaged files (the reader's verdict, the check's too) and a corrupt checkpoint are
+    moved aside (never used), a failed result removed (its reason is kept in job.json's
+    attempts). The runner then writes the spec again and resumes or retrains."""
+    record = store.record(rid)
+    for name in record.damaged:
+        moved = store.quarantine(rid, name)
+        if moved is not None:
+            _note(store, rid, f"damaged {name} moved to {moved.name}: {record.problem}")
     if store.result_status(rid) == "failed":
         (store.run_dir(rid) / RESULT_FILE).unlink()
     problem = checkpoint_is_corrupt(store.run_dir(rid))
@@ -90,6 +95,12 @@ def _attempt(store: Store, rid: str, spec: dict[str, Any], options: RunOptions) 
     except submitit.core.utils.UncompletedJobError:
         raise  # submitit's own signal: the job is over and not requeued
     except Exception as exc:
+        if is_disk_full(exc):  # the last checkpoint is whole: freeing space lets it resume
+            reason = f"{DISK_FULL}: {store.run_dir(rid)}"
+            with contextlib.suppress(OSError):
+                store.record_failure(rid, reason)
+            outcome = {"run_id": rid, "outcome": "disk-full", "error": reason}
+            return outcome
         tail = "".join(traceback.format_exception_only(exc)).strip()
         store.record_failure(rid, f"{tail}\n{store.log_tail(rid, lines=5)}".strip())
         outcome = {
@@ -100,7 +111,8 @@ def _attempt(store: Store, rid: str, spec: dict[str, Any], options: RunOptions) 
         }
     finally:
         # SystemExit (submitit's requeue) and KeyboardInterrupt leave outcome "interrupted"
-        _record_attempt_end(store, rid, index, outcome)
+        with contextlib.suppress(OSError):  # bookkeeping; a full disk must not hide the cause
+            _record_attempt_end(store, rid, index, outcome)
     return outcome
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from audit.store import PLAN_FILE
-from runners.rundir import LOG_FILE, METRICS_FILE, RESULT_FILE, read_jsonl, read_spec
+from runners.rundir import LOG_FILE, log_tail, read_run
 
 LOG_TAIL_LINES = 20
 DETAIL_COLUMNS = [
@@ -46,8 +46,9 @@ def load_run_details(store_dir: Path | None, results: pd.DataFrame) -> pd.DataFr
     tail of log.txt: what the cost, failure and methods sections need."""
     rows = []
     for run_id, run_dir in run_dirs(store_dir, results).items():
-        result = read_json(run_dir / RESULT_FILE)
-        seconds = [m["seconds"] for m in _metrics(run_dir) if _finite(m.get("seconds"))]
+        record = read_run(run_dir)  # the one reader: a damaged part is left out, never raised
+        result = record.result.to_dict() if record.result is not None else {}
+        seconds = [m["seconds"] for m in record.metrics if _finite(m.get("seconds"))]
         rows.append(
             {
                 "run_id": run_id,
@@ -55,8 +56,8 @@ def load_run_details(store_dir: Path | None, results: pd.DataFrame) -> pd.DataFr
                 "wall_seconds": _seconds(result.get("wall_seconds")),
                 "gpu_seconds": _seconds(result.get("gpu_seconds")),
                 "seconds_per_epoch": float(np.mean(seconds)) if seconds else math.nan,
-                "nd_options": _nd_options(run_dir),
-                "log_tail": "" if result.get("status") == "done" else log_tail(run_dir / LOG_FILE),
+                "nd_options": _nd_options(record.spec),
+                "log_tail": "" if record.status == "done" else _tail(run_dir / LOG_FILE),
             }
         )
     return pd.DataFrame(rows, columns=DETAIL_COLUMNS)
@@ -69,7 +70,7 @@ def load_curves(store_dir: Path | None, results: pd.DataFrame) -> pd.DataFrame:
     for run in results[results["run_id"].isin(list(dirs))].to_dict("records") if dirs else []:
         lines = [
             {"epoch": m["epoch"], "test_top1": m["test_top1"]}
-            for m in _metrics(dirs[run["run_id"]])
+            for m in read_run(dirs[run["run_id"]]).metrics
             if _finite(m.get("test_top1")) and _finite(m.get("epoch"))
         ]
         if lines:
@@ -105,28 +106,12 @@ def read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+def _tail(path: Path) -> str:
+    return "\n".join(log_tail(path, LOG_TAIL_LINES))
 
 
-def _metrics(run_dir: Path) -> list[dict[str, Any]]:
-    try:
-        lines = read_jsonl(run_dir / METRICS_FILE)
-    except (OSError, ValueError, RecursionError):
-        return []
-    return [line for line in lines if isinstance(line, dict)]
-
-
-def _nd_options(run_dir: Path) -> str:
+def _nd_options(spec: dict[str, Any] | None) -> str:
     """The ND fidelity options of an ND run's effective spec, as `key=value` text."""
-    try:
-        spec = read_spec(run_dir)
-    except Exception:
-        return ""
     options = spec.get("nd") if isinstance(spec, dict) and spec.get("norm") == "nd" else None
     if not isinstance(options, Mapping):
         return ""
