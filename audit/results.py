@@ -26,6 +26,7 @@ import pandas as pd
 from audit.claims import ARCHS as KNOWN_ARCHS
 from audit.claims import DATASETS, KINDS, METRICS, NORMS
 from audit.errors import AuditError, read_utf8
+from runners.catalogue import RECORDED_METRICS
 from runners.rundir import STATUSES, read_result, read_spec
 
 BASE_COLUMNS = (
@@ -115,7 +116,7 @@ def _float_or_nan(value: Any) -> float:
 # --------------------------------------------------------------------------- CSV
 
 # Metrics a runner writes besides the claimable ones (RunResult.metrics of classify runs).
-_EXTRA_METRICS = ("train_top1", "test_loss")
+_EXTRA_METRICS = RECORDED_METRICS  # recorded by the runner, never claimed (catalogue)
 
 
 def load_results_csv(path: str | Path) -> pd.DataFrame:

@@ -92,7 +92,6 @@ def _point(row: Mapping[str, Any], relation: bool) -> dict[str, Any]:
     }
 
 
-PERCENT_METRICS = ("test_top1", "test_top5")  # accuracies in percent: differences in points
 
 
 def _x_label(rows: pd.DataFrame, relation: bool) -> str:
