@@ -30,6 +30,7 @@ from audit.report.common import (
     text,
 )
 from audit.report.vocabulary import verdict
+from runners.catalogue import PERCENT_METRICS  # accuracies in percent: differences in points
 
 MAX_ROWS = 40  # rows per figure; 40 rows of 8-pt labels fill about half an A4 page
 MAX_FIGURES = 4  # per group and kind: beyond 160 rows, the claims farthest out are drawn
@@ -90,8 +91,6 @@ def _point(row: Mapping[str, Any], relation: bool) -> dict[str, Any]:
         "verdict": verdict(row["verdict"]).label,
         "proxy": is_proxy(row),
     }
-
-
 
 
 def _x_label(rows: pd.DataFrame, relation: bool) -> str:
