@@ -18,14 +18,14 @@ HELP = "train one classification run (BN / ND / MLP) into a run directory"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # Choices come from the spec module at parse time; it never imports torch.
-    from runners.models import ARCHS
-    from runners.specs.classify import DATASETS, LR_SCHEDULES, ND_HEADS, NORMS
+    # Choices come from the catalogue and the spec module at parse time; neither imports torch.
+    from runners.catalogue import ARCHS, DATASETS, NORMS
+    from runners.specs.classify import LR_SCHEDULES, ND_HEADS
 
     spec = parser.add_argument_group("experiment (part of the spec and the run id)")
     spec.add_argument("--arch", required=True, help=", ".join(ARCHS))
-    spec.add_argument("--norm", required=True, choices=NORMS)
-    spec.add_argument("--dataset", required=True, choices=DATASETS)
+    spec.add_argument("--norm", required=True, choices=tuple(NORMS))
+    spec.add_argument("--dataset", required=True, choices=tuple(DATASETS))
     spec.add_argument("--epochs", required=True, type=int)
     spec.add_argument("--seed", type=int, default=0)
     spec.add_argument(

@@ -55,7 +55,7 @@ def table2(
 
 def origin_sentence(cells: pd.DataFrame, store_ids: set[str]) -> str:
     """What the harness can run for ImageNet and where these cells' numbers came from."""
-    models = models_for("imagenet")
+    models = [m for name in in_paper_table(2) for m in models_for(name)]
     runner = (
         f"This harness trains the ImageNet models {', '.join(models)} (the authors' "
         "main_imagenet.py protocol); ImageNet itself is not shipped."
