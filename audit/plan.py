@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import AuditError
-from audit.profiles import Profile, dataset_present
+from audit.profiles import Profile, dataset_present, experiment_key, reference_scope
 from runners import catalogue, datafiles
 from runners.errors import RunnerInputError
 from runners.registry import RUNNERS
@@ -131,10 +131,11 @@ def build_plan(
     if n_seeds < 1:
         raise AuditError(f"--seeds must be at least 1, got {n_seeds}")
     plan = Plan(profile=profile, seeds=list(range(n_seeds)))
+    scope = reference_scope(claims, profile)  # a prior reproduction's cells, or None
     experiments = [
         (profile.adjust(exp), ids, runnable)
         for exp, ids, runnable in _claim_experiments(claims)
-        if profile.keep(exp)
+        if profile.keep(exp) and (scope is None or experiment_key(exp) in scope)
     ]
     if extras:  # the profile's own runs, already in final form
         experiments += [(exp, [SMOKE], True) for exp in profile.extras(data_dir)]
