@@ -102,7 +102,7 @@ def experiment_text(row: Mapping[str, Any]) -> str:
 
 def metric_suffix(row: Mapping[str, Any]) -> str:
     metric = text(row.get("metric"))
-    return f" · {metric}" if metric and metric != "test_top1" else ""
+    return f" · {metric}" if metric and metric != catalogue.PRIMARY_METRIC else ""
 
 
 def claimed_text(row: Mapping[str, Any]) -> str:
