@@ -208,6 +208,7 @@ IMPLEMENTATIONS = {
     "runners/kernels.py",  # the kernels experiment reads ImageNet's val split
     "runners/specs/kernels.py",  # the kernels experiment's image sources
     "runners/specs/classify.py",  # the ImageNet VGG-11's init option
+    "runners/specs/nd_options.py",  # the same option, where the ND options get a module
     "audit/profiles.py",  # the profiles' scopes and smoke runs
     "audit/report/mlp.py",  # the report's MLP section
     "audit/report/build.py",
