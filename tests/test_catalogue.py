@@ -206,6 +206,7 @@ IMPLEMENTATIONS = {
     "runners/data.py",  # LOADERS; Debian's Fashion-MNIST copy
     "runners/datafiles.py",  # Debian's Fashion-MNIST copy
     "runners/kernels.py",  # the kernels experiment reads ImageNet's val split
+    "runners/device_data.py",  # the device data path implements CIFAR's in-memory arrays
     "runners/specs/kernels.py",  # the kernels experiment's image sources
     "runners/specs/classify.py",  # the ImageNet VGG-11's init option
     "runners/specs/nd_options.py",  # the same option, where the ND options get a module
