@@ -3,7 +3,8 @@
 Experiments that no runner of this harness can run (architectures without a model, claims marked
 `runnable: false`, absent data under the profiles that need it) are not dropped silently: they
 are listed as skipped with the reason. The cost estimate uses throughputs recorded in the store
-where a finished run of the same model exists, otherwise the defaults below, and says which.
+where a finished run of the same model exists, otherwise the catalogue's defaults
+(runners/specs/estimate.py), and says which.
 """
 
 from __future__ import annotations
@@ -15,40 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import AuditError
-from audit.profiles import Profile, dataset_present
-from runners import datafiles
+from audit.profiles import Profile, dataset_present, experiment_key, reference_scope
+from runners import catalogue, datafiles
 from runners.errors import RunnerInputError
-from runners.models import input_kind_of
 from runners.registry import RUNNERS
 from runners.specs import effective_spec, run_id, spec_class
+from runners.specs.estimate import estimate_gpu_hours, unrunnable  # cost, "can this run?"
 
-# Training- and test-set sizes (ImageNet: ILSVRC-2012 train and val).
-TRAIN_SIZES = {
-    "cifar10": 50_000,
-    "cifar100": 50_000,
-    "mnist": 60_000,
-    "fashion-mnist": 60_000,
-    "imagenet": 1_281_167,
-}
-TEST_SIZES = {"imagenet": 50_000}  # 10k for the others
-TEST_SIZE = 10_000
-# Rough FP32 training throughput of one modern GPU in images/s (BN; ND costs about 2x), per
-# (input kind, arch), used until the store holds a finished run of the same model. Estimates,
-# not measurements: the ImageNet ones assume a loader that keeps up (16 workers).
-DEFAULT_IMAGES_PER_SECOND = {
-    ("cifar", "vgg16"): 5000.0,
-    ("cifar", "resnet18"): 4000.0,
-    ("cifar", "densenet121"): 900.0,
-    ("cifar", "resnext29"): 800.0,
-    ("flat", "mlp"): 40000.0,
-    ("imagenet", "vgg11"): 1200.0,
-    ("imagenet", "resnet18"): 2500.0,
-    ("imagenet", "densenet121"): 900.0,
-}
-ND_SLOWDOWN = 2.0
 SMOKE = "(smoke run of the profile)"  # claim id slot of a profile's own runs
 NOT_RUNNABLE = "the claims file marks it `runnable: false` (results only by CSV)"
-KERNELS_HOURS = 0.02  # covariance of a few hundred photographs: minutes at most
 
 
 @dataclass
@@ -155,10 +131,11 @@ def build_plan(
     if n_seeds < 1:
         raise AuditError(f"--seeds must be at least 1, got {n_seeds}")
     plan = Plan(profile=profile, seeds=list(range(n_seeds)))
+    scope = reference_scope(claims, profile)  # a prior reproduction's cells, or None
     experiments = [
         (profile.adjust(exp), ids, runnable)
         for exp, ids, runnable in _claim_experiments(claims)
-        if profile.keep(exp)
+        if profile.keep(exp) and (scope is None or experiment_key(exp) in scope)
     ]
     if extras:  # the profile's own runs, already in final form
         experiments += [(exp, [SMOKE], True) for exp in profile.extras(data_dir)]
@@ -182,7 +159,7 @@ def build_plan(
 def dataset_read(spec: dict[str, Any]) -> str | None:
     """The dataset a run reads from the data directory (None: e.g. skimage's photographs)."""
     name = spec.get("dataset") if spec.get("kind") == "classify" else spec.get("source")
-    return name if name in datafiles.FILES or name in datafiles.IMAGE_FOLDERS else None
+    return name if name in catalogue.DATASETS else None
 
 
 def data_status(runs: Iterable[PlannedRun], data_dir: Path) -> dict[str, str | None]:
@@ -240,21 +217,12 @@ def _not_runnable(fields: dict[str, Any], profile: Profile, data_dir: Path) -> s
         spec_class(kind)
     except (ImportError, RunnerInputError):
         return f"no spec class for kind {kind!r} yet"
-    if kind == "classify":
-        from runners.models import ARCHS  # no torch: the registry imports model code lazily
-
-        dataset, arch = fields.get("dataset"), fields.get("arch")
-        if dataset not in TRAIN_SIZES:
-            return f"no runner for dataset {dataset!r} (results can be supplied as CSV)"
-        if arch not in ARCHS:
-            return f"no model for architecture {arch!r} in runners/models"
-        kind = input_kind_of(dataset)
-        if kind not in ARCHS[arch].input_kinds:
-            return f"architecture {arch!r} has no model for dataset {dataset!r}"
-        if fields.get("norm") not in ARCHS[arch].norms_for(kind):
-            return f"architecture {arch!r} has no norm {fields.get('norm')!r} on {dataset}"
-        if profile.needs_data_present and not dataset_present(dataset, data_dir):
-            return f"{dataset} is not in the data directory {data_dir} (profile {profile.name})"
+    reason = unrunnable(fields)  # the catalogue's datasets, architectures and norms
+    if reason:
+        return reason
+    dataset = fields.get("dataset")
+    if kind == "classify" and profile.needs_data_present and not dataset_present(dataset, data_dir):
+        return f"{dataset} is not in the data directory {data_dir} (profile {profile.name})"
     return None
 
 
@@ -281,32 +249,6 @@ def spec_deviations(spec: dict[str, Any]) -> list[str]:
     """The spec class's own account of its departures from the protocol."""
     obj = spec_class(spec["kind"]).from_dict(dict(spec))
     return list(obj.deviations()) if hasattr(obj, "deviations") else []
-
-
-def throughput_key(spec: dict[str, Any]) -> tuple[str, str, str]:
-    """What a recorded throughput is shared by: (input kind, arch, norm). The CIFAR and the
-    ImageNet ResNet-18 share a name, not a speed."""
-    return input_kind_of(spec["dataset"]), spec["arch"], spec["norm"]
-
-
-def estimate_gpu_hours(
-    spec: dict[str, Any], recorded: dict[tuple[str, str, str], float]
-) -> tuple[float, str]:
-    """(GPU-hours, "recorded" | "default") for one run: epochs x images / throughput."""
-    if spec["kind"] != "classify":
-        return KERNELS_HOURS, "default"
-    key = throughput_key(spec)
-    if key in recorded:
-        rate, source = recorded[key], "recorded"
-    else:
-        rate = DEFAULT_IMAGES_PER_SECOND.get(key[:2], 1000.0)
-        rate /= ND_SLOWDOWN if spec["norm"] == "nd" else 1.0
-        source = "default"
-    train = min(spec.get("train_subset") or 10**9, TRAIN_SIZES[spec["dataset"]])
-    test = min(spec.get("test_subset") or 10**9, TEST_SIZES.get(spec["dataset"], TEST_SIZE))
-    # evaluation runs forward only: about a third of a training step per image
-    seconds = spec["epochs"] * (train + test / 3) / rate
-    return seconds / 3600, source
 
 
 def _merge_skipped(skipped: list[SkippedExperiment]) -> list[SkippedExperiment]:

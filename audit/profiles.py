@@ -8,13 +8,14 @@ a field is labelled as not reproducing the paper's numbers wherever its runs are
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from audit.errors import AuditError
-from runners import datafiles
+from runners import catalogue, datafiles
 
 Experiment = dict[str, Any]
 
@@ -25,6 +26,7 @@ QUICK_CIFAR_SMOKE = {"train_subset": 256, "test_subset": 256, "epochs": 1}
 # The ci profile: the same MLP experiments on 128 images, seconds per run (end-to-end tests).
 CI_MLP = {"train_subset": 128, "test_subset": 128}
 CI_LABEL = "ci profile: 128 images per run, a test of the harness, NOT a reproduction"
+SEED_STUDY = "comp6248"  # the claims file's reference of the COMP6248 seed study
 QUICK_LABEL = (
     "quick profile: a CPU-sized audit of the MLP and kernel claims only; runs that deviate "
     "from the paper's protocol (each lists its deviations) are NOT a reproduction of its numbers"
@@ -52,22 +54,39 @@ class Profile:
     needs_data_present: bool = False  # drop experiments whose data is absent (offline laptops)
     label: str | None = None  # shown on every output when the profile departs from the protocol
     notes: list[str] = field(default_factory=list)
+    # A prior reproduction (an id of the claims file's `references`): only the experiments of
+    # the cells it reports are run. Its scope is a fact of the claims file, not of this code.
+    reference: str | None = None
 
 
-def _seed_study_scope(exp: Experiment) -> bool:
-    """The seed reproduction study: VGG-16, ResNeXt-29 and DenseNet-121 on CIFAR-10/100."""
-    return (
-        exp.get("kind") == "classify"
-        and exp.get("dataset") in ("cifar10", "cifar100")
-        and exp.get("arch") in ("vgg16", "resnext29", "densenet121")
-    )
+def reference_scope(claims: Any, profile: Profile) -> set[str] | None:
+    """The experiments (`experiment_key`s) of the cells `profile.reference` reports, or None
+    when the profile runs every experiment its `keep` takes."""
+    if profile.reference is None:
+        return None
+    sources = {s.id: s for s in getattr(claims, "reference_sources", None) or []}
+    if profile.reference not in sources:
+        where = getattr(claims, "path", None) or "the claims file"
+        raise AuditError(
+            f"profile {profile.name} runs the cells of the prior reproduction "
+            f"{profile.reference!r}, which {where} does not list under `references`; "
+            "use another --profile, or add the reference to the claims file"
+        )
+    reported = set(sources[profile.reference].values)
+    return {experiment_key(e) for c in claims if c.id in reported for e in c.experiments()}
+
+
+def experiment_key(exp: Experiment) -> str:
+    return json.dumps(exp, sort_keys=True, default=str)
 
 
 def _quick_scope(exp: Experiment) -> bool:
-    """The MLP on Fashion-MNIST (real data, offline) and the kernels experiment."""
+    """The experiments whose runs need no GPU (the catalogue's needs of their input kind: the
+    MNIST-family MLPs) and the kernels experiment."""
     if exp.get("kind") == "kernels":
         return True
-    return exp.get("arch") == "mlp" and exp.get("dataset") in ("fashion-mnist", "mnist")
+    dataset = catalogue.DATASETS.get(str(exp.get("dataset")))
+    return dataset is not None and not catalogue.RUN_NEEDS[dataset.input_kind][0]
 
 
 def _quick_adjust(exp: Experiment) -> Experiment:
@@ -104,9 +123,10 @@ PROFILES: dict[str, Profile] = {
         ),
         Profile(
             "seed-study",
-            "the seed reproduction study's scope: VGG-16, ResNeXt-29, DenseNet-121 on CIFAR-10/100",
+            f"the cells the seed reproduction study reported (the claims file's reference "
+            f"{SEED_STUDY!r}), with the paper's protocol",
             seeds=3,
-            keep=_seed_study_scope,
+            reference=SEED_STUDY,
         ),
         Profile(
             "quick",

@@ -29,6 +29,7 @@ from audit import limits
 from audit.claims import ARCHS as KNOWN_ARCHS
 from audit.claims import DATASETS, KINDS, METRICS, NORMS
 from audit.errors import AuditError, read_utf8
+from runners.catalogue import RECORDED_METRICS
 from runners.rundir import STATUSES, RunRecord, read_run
 
 BASE_COLUMNS = (
@@ -155,7 +156,7 @@ def _float_or_nan(value: Any) -> float:
 # --------------------------------------------------------------------------- CSV
 
 # Metrics a runner writes besides the claimable ones (RunResult.metrics of classify runs).
-_EXTRA_METRICS = ("train_top1", "test_loss")
+_EXTRA_METRICS = RECORDED_METRICS  # recorded by the runner, never claimed (catalogue)
 METRIC_COLUMNS = (*METRICS, *_EXTRA_METRICS)  # the numeric columns of a result row
 
 

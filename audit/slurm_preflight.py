@@ -21,14 +21,10 @@ from typing import Any
 
 from audit.cluster_config import DEFAULT_TIME_MIN, SlurmParams, format_mem, parse_time
 from audit.errors import AuditError
+from runners.catalogue import RUN_NEEDS
 
-# What one run wants, per input kind: (a GPU?, CPUs, memory in MB). The CPUs are the GPU
-# runs' data-loader workers (the runner takes one per core but one); CPU runs use few.
-NEEDS = {
-    "flat": (False, 2, 4 * 1024),
-    "cifar": (True, 8, 16 * 1024),
-    "imagenet": (True, 16, 64 * 1024),
-}
+# What one run wants, per input kind: (a GPU?, CPUs, memory in MB), the catalogue's.
+NEEDS = RUN_NEEDS
 KERNELS_NEED = (False, 2, 4 * 1024)
 UNUSABLE = ("down", "drain", "fail", "inval", "future", "maint")
 PARTITION_UP = "UP"
@@ -84,7 +80,7 @@ class Choice:
 
 def run_needs(specs: list[dict[str, Any]]) -> Needs:
     """The most any of the runs needs (one array: one resource request for all)."""
-    from runners.models import input_kind_of  # torch-free
+    from runners.catalogue import input_kind_of  # torch-free
 
     wants, kinds = [], set()
     for spec in specs:

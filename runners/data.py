@@ -39,10 +39,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import check_integrity
 
+from runners import catalogue
 from runners.datafiles import (
     DATA_DIR_ENV,
     DEBIAN_FASHION_MNIST,
-    HOW_TO_GET,
     IMAGENET_SPLITS,
     default_data_dir,
     image_folder_classes,
@@ -60,72 +60,51 @@ __all__ = ["DATA_DIR_ENV", "DEBIAN_FASHION_MNIST", "default_data_dir"]  # re-exp
 SOURCE_NOTE = "source.json"  # written next to files this module installed, says where from
 CROP_PADDING = 4  # RandomCrop(32, padding=4), zero fill (main.py:L64-69)
 RESIZE = 256  # ImageNet val: Resize(256) then CenterCrop(224) (main_imagenet.py:L357-365)
-IMAGENET_CLASSES = 1000  # ILSVRC2012; another count is a different dataset (a deviation)
 # How train_subset / test_subset pick ImageNet images (recorded in its provenance).
 EVENLY_SPACED_RULE = "evenly spaced over the class-sorted list: index floor((2i+1)*N/(2n)), i < n"
 
 
+# The catalogue's dataset name -> the torchvision class that loads it: the one fact about a
+# dataset that needs torch (tests/test_catalogue.py checks that both name the same datasets).
+LOADERS: dict[str, type] = {
+    "cifar10": datasets.CIFAR10,
+    "cifar100": datasets.CIFAR100,
+    "mnist": datasets.MNIST,
+    "fashion-mnist": datasets.FashionMNIST,
+    "imagenet": datasets.ImageFolder,
+}
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
-    name: str  # the spec's dataset name
+    """A catalogue entry (runners/catalogue.py) with the torchvision class that loads it."""
+
+    entry: catalogue.Dataset
     tv_class: type  # the torchvision dataset class
-    num_classes: int
-    image_size: int
-    mean: tuple[float, ...] | None  # None: no Normalize (Fashion-MNIST, as the authors)
-    std: tuple[float, ...] | None
-    how_to_get: str  # what torchvision expects on disk, for the missing-data message
 
+    @property
+    def name(self) -> str:
+        return self.entry.name
 
-DATASETS = {
-    info.name: info
-    for info in (
-        DatasetInfo(
-            "cifar10",
-            datasets.CIFAR10,
-            10,
-            32,
-            (0.4914, 0.4822, 0.4465),
-            (0.2023, 0.1994, 0.2010),
-            HOW_TO_GET["cifar10"],
-        ),
-        DatasetInfo(
-            "cifar100",
-            datasets.CIFAR100,
-            100,
-            32,
-            (0.5071, 0.4865, 0.4409),
-            (0.2009, 0.1984, 0.2023),
-            HOW_TO_GET["cifar100"],
-        ),
-        DatasetInfo(
-            "mnist",
-            datasets.MNIST,
-            10,
-            28,
-            (0.1307,),
-            (0.3081,),
-            HOW_TO_GET["mnist"],
-        ),
-        DatasetInfo(
-            "imagenet",
-            datasets.ImageFolder,
-            IMAGENET_CLASSES,  # expected; the loaded count is the number of class folders
-            224,
-            (0.485, 0.456, 0.406),
-            (0.229, 0.224, 0.225),
-            HOW_TO_GET["imagenet"],
-        ),
-        DatasetInfo(
-            "fashion-mnist",
-            datasets.FashionMNIST,
-            10,
-            28,
-            None,
-            None,
-            HOW_TO_GET["fashion-mnist"],
-        ),
-    )
-}
+    @property
+    def num_classes(self) -> int:  # ImageNet: expected; loaded: the number of class folders
+        return self.entry.num_classes
+
+    @property
+    def image_size(self) -> int:
+        return self.entry.image_size
+
+    @property
+    def mean(self) -> tuple[float, ...] | None:  # None: no Normalize (Fashion-MNIST)
+        return self.entry.mean
+
+    @property
+    def std(self) -> tuple[float, ...] | None:
+        return self.entry.std
+
+    @property
+    def how_to_get(self) -> str:
+        return self.entry.how_to_get
 
 
 @dataclass
@@ -140,10 +119,14 @@ class Data:
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise RunnerInputError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+    """The catalogue entry of `name` with its loader, or one RunnerInputError."""
+    entry = catalogue.dataset(name)
+    if name not in LOADERS:
+        raise RunnerInputError(
+            f"dataset {name!r} is in the catalogue but has no loader; add its torchvision "
+            "class to LOADERS in runners/data.py"
+        )
+    return DatasetInfo(entry, LOADERS[name])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +197,7 @@ def install_system_fashion_mnist(
     leaves a truncated file that torchvision would take for data. Returns False when the
     system copy is absent.
     """
-    info = DATASETS["fashion-mnist"]
+    info = dataset_info("fashion-mnist")
     targets = expected_files(info, root)
     sources = [system_dir / f"{target.name}.gz" for target in targets]
     if not all(source.is_file() for source in sources):
@@ -448,7 +431,7 @@ def load_system_copy(
             raise RunnerInputError(
                 f"dataset {info.name}: Debian's copy in {folder} could not be read ({exc}); "
                 "reinstall it (apt-get install --reinstall dataset-fashion-mnist) or put "
-                f"{HOW_TO_GET[info.name]} under the data directory"
+                f"{info.how_to_get} under the data directory"
             ) from None
     log(f"{info.name}: reading Debian's copy in place ({folder})")
     return (
@@ -481,7 +464,7 @@ class GzippedFashionMNIST(datasets.FashionMNIST):
         return str(self.folder)
 
     def _check_exists(self) -> bool:
-        return system_files(DATASETS["fashion-mnist"].name, self.folder) is not None
+        return system_files("fashion-mnist", self.folder) is not None
 
     def _load_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         split = "train" if self.train else "t10k"

@@ -1,6 +1,6 @@
 """Where the datasets live on disk and whether they are there, without importing torch.
 
-The files each dataset needs (torchvision's layout, which runners/data.py reads), the data
+The files each dataset needs (the catalogue's, in torchvision's layout), the data
 directory's default, Debian's Fashion-MNIST, ImageNet's class-folder layout, and what to do
 when something is missing. `audit plan` and `audit run` ask `missing_data` from the submitting
 host before anything is queued or trained; runners/data.py raises the same messages when it
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from runners import catalogue
 from runners.errors import RunnerInputError
 
 DATA_DIR_ENV = "AUDIT_DATA_DIR"
@@ -20,36 +21,6 @@ CACHE_SUBDIR = Path("nd-audit") / "data"  # under $XDG_CACHE_HOME, else ~/.cache
 IMAGENET_SPLITS = ("train", "val")  # the authors' DATA/train and DATA/val
 # torchvision.datasets.folder.IMG_EXTENSIONS: the files ImageFolder takes for images
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-_CIFAR10 = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
-_IDX = [f"{s}-{k}" for s in ("train", "t10k") for k in ("images-idx3-ubyte", "labels-idx1-ubyte")]
-# dataset -> the files torchvision reads, relative to the data directory (train, test, meta)
-FILES: dict[str, list[str]] = {
-    "cifar10": [f"cifar-10-batches-py/{name}" for name in _CIFAR10],
-    "cifar100": [f"cifar-100-python/{name}" for name in ("train", "test", "meta")],
-    "mnist": [f"MNIST/raw/{name}" for name in _IDX],
-    "fashion-mnist": [f"FashionMNIST/raw/{name}" for name in _IDX],
-}
-IMAGE_FOLDERS = ("imagenet",)  # <data dir>/<name>/{train,val}/<class>/<image>
-
-HOW_TO_GET = {
-    "cifar10": "the folder cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta) "
-    "from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    "cifar100": "the folder cifar-100-python/ (train, test, meta) "
-    "from https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    "mnist": "the uncompressed IDX files MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
-    "imagenet": "ILSVRC2012 in the layout of the authors' main_imagenet.py DATA: "
-    "imagenet/train/<wnid>/*.JPEG and imagenet/val/<wnid>/*.JPEG (one folder per "
-    "class, named by its WordNet id such as n01440764; 1000 classes). Symlink the "
-    "cluster's ImageNet copy there (ln -s /path/to/imagenet <data_dir>/imagenet), or "
-    "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from "
-    "https://image-net.org/ (free registration, non-commercial licence), extract each "
-    "per-class train tar into train/<wnid>/, and sort val into class folders with the "
-    "usual valprep.sh script",
-    "fashion-mnist": "the uncompressed IDX files "
-    "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte "
-    "(or install Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist)",
-}
 
 
 def default_data_dir() -> Path:
@@ -64,14 +35,14 @@ def default_data_dir() -> Path:
 
 def expected_files(name: str, root: Path) -> list[Path]:
     """The files torchvision reads for `name` under `root` (train, test, meta)."""
-    return [Path(root) / relative for relative in FILES[name]]
+    return [Path(root) / relative for relative in catalogue.dataset(name).files]
 
 
 def system_files(name: str, system_dir: Path = DEBIAN_FASHION_MNIST) -> list[Path] | None:
     """Debian's gzipped copy of `name`'s files, read in place, where it is installed."""
     if name != "fashion-mnist":
         return None
-    files = [system_dir / f"{Path(relative).name}.gz" for relative in FILES[name]]
+    files = [system_dir / f"{Path(relative).name}.gz" for relative in catalogue.dataset(name).files]
     return files if all(path.is_file() for path in files) else None
 
 
@@ -82,14 +53,14 @@ def missing_data(
     package), else what is missing, where, and how to get it. Checks presence and layout,
     not contents (torchvision's md5 check runs when the data are loaded)."""
     root = Path(data_dir)
-    if name in IMAGE_FOLDERS:
+    if name not in catalogue.DATASETS:
+        return f"unknown dataset {name!r}; known: {', '.join(catalogue.DATASETS)}"
+    if catalogue.DATASETS[name].image_folder:
         try:
             image_folder_classes(name, root / name)
         except RunnerInputError as exc:
             return str(exc)
         return None
-    if name not in FILES:
-        return f"unknown dataset {name!r}; known: {', '.join([*FILES, *IMAGE_FOLDERS])}"
     missing = [path for path in expected_files(name, root) if not path.is_file()]
     if not missing or system_files(name, system_dir) is not None:
         return None
@@ -99,9 +70,10 @@ def missing_data(
 def missing_message(name: str, root: Path, missing: list[Path]) -> str:
     shown = ", ".join(str(p.relative_to(root)) for p in missing[:4])
     more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+    how_to_get = catalogue.dataset(name).how_to_get
     return (
         f"dataset {name} not found in the data directory {root.resolve()} "
-        f"(missing {shown}{more}). Provide {HOW_TO_GET[name]} under that directory, "
+        f"(missing {shown}{more}). Provide {how_to_get} under that directory, "
         f"point --data-dir (or ${DATA_DIR_ENV}) at the directory that holds them, "
         "or download them with `audit train --download` on a machine with internet access"
     )
@@ -137,9 +109,10 @@ def where(path: Path) -> str:
 
 
 def image_folder_missing(name: str, base: Path, problem: str) -> str:
+    how_to_get = catalogue.dataset(name).how_to_get
     return (
         f"dataset {name} not found: {problem}; looked in {where(base)}. Expected "
-        f"{HOW_TO_GET[name]}. Or point --data-dir (or ${DATA_DIR_ENV}) at the directory that "
+        f"{how_to_get}. Or point --data-dir (or ${DATA_DIR_ENV}) at the directory that "
         f"holds {name}/"
     )
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from runners.catalogue import ND_N_ITER
 from runners.specs.classify import FC_MOMENTS, ND_LAYOUTS  # the options, named once
 
 ISQRT_METHODS = ("newton_schulz", "exact")
@@ -499,7 +500,7 @@ class FastDeconv(nn.Module):
         groups: int = 1,
         bias: bool = True,
         eps: float = 1e-5,
-        n_iter: int = 5,
+        n_iter: int = ND_N_ITER,
         momentum: float = 0.1,
         block: int = 64,
         sampling_stride: int = 3,
@@ -697,7 +698,7 @@ class Delinear(nn.Module):
         out_features: int,
         bias: bool = True,
         eps: float = 1e-5,
-        n_iter: int = 5,
+        n_iter: int = ND_N_ITER,
         momentum: float = 0.1,
         block: int = 512,
         ns_impl: str = "auto",
@@ -771,7 +772,7 @@ class ChannelDeconv(nn.Module):
         self,
         block: int,
         eps: float = 1e-2,
-        n_iter: int = 5,
+        n_iter: int = ND_N_ITER,
         momentum: float = 0.1,
         sampling_stride: int = 3,
         moment: str = "uncentred",

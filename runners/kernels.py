@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from runners import rundir
+from runners import catalogue, rundir
 from runners.classify import pick_device
 from runners.deconv import isqrt_exact, isqrt_newton_schulz
 from runners.errors import RunnerInputError
@@ -69,8 +69,11 @@ MAX_SAVED_D = 1024  # D itself goes into kernels.npz up to this size (k <= 18)
 # images (hubble_deep_field, retina, immunohistochemistry) are mostly black background or
 # stained tissue, not natural scenes, and are left out too.
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet Normalize (main_imagenet.py)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# torchvision's ImageNet Normalize (main_imagenet.py), the catalogue's
+IMAGENET_MEAN, IMAGENET_STD = (
+    catalogue.DATASETS["imagenet"].mean,
+    catalogue.DATASETS["imagenet"].std,
+)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 

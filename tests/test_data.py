@@ -32,7 +32,7 @@ def test_cifar10_pixels_and_labels_round_trip_through_torchvision(tmp_path):
     images, labels = next(iter(loaded.test_loader))  # test loader: in order, no augmentation
     raw = pickle.loads((tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes())
     first = raw["data"][0].reshape(3, 32, 32) / 255.0
-    mean, std = data.DATASETS["cifar10"].mean, data.DATASETS["cifar10"].std
+    mean, std = data.dataset_info("cifar10").mean, data.dataset_info("cifar10").std
     expected = (torch.tensor(first, dtype=torch.float32) - torch.tensor(mean)[:, None, None]) / (
         torch.tensor(std)[:, None, None]
     )
@@ -62,7 +62,7 @@ def test_mnist_is_normalised_and_fashion_mnist_is_not(tmp_path):
 
 
 def test_transforms_follow_the_protocol():
-    cifar, mnist = data.DATASETS["cifar10"], data.DATASETS["mnist"]
+    cifar, mnist = data.dataset_info("cifar10"), data.dataset_info("mnist")
     train = [type(t) for t in data.make_transform(cifar, train=True, augment=True).transforms]
     test = [type(t) for t in data.make_transform(cifar, train=False, augment=True).transforms]
     assert train == [

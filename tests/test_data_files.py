@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runners import datafiles
+from runners import catalogue, datafiles
 from tests import fakedata
 
 
@@ -21,10 +21,10 @@ def test_the_file_lists_are_torchvisions():
 
     for name, cls in (("cifar10", datasets.CIFAR10), ("cifar100", datasets.CIFAR100)):
         names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-        assert datafiles.FILES[name] == [f"{cls.base_folder}/{n}" for n in names]
+        assert list(catalogue.DATASETS[name].files) == [f"{cls.base_folder}/{n}" for n in names]
     for name, cls in (("mnist", datasets.MNIST), ("fashion-mnist", datasets.FashionMNIST)):
         names = [Path(url).stem for url, _ in cls.resources]
-        assert datafiles.FILES[name] == [f"{cls.__name__}/raw/{n}" for n in names]
+        assert list(catalogue.DATASETS[name].files) == [f"{cls.__name__}/raw/{n}" for n in names]
     assert datafiles.IMAGE_EXTENSIONS == datasets.folder.IMG_EXTENSIONS
 
 
@@ -67,7 +67,7 @@ def test_present_and_missing_datasets(name, write, tmp_path):
     nowhere = tmp_path / "no-system-copy"
     message = datafiles.missing_data(name, tmp_path, system_dir=nowhere)
     assert message is not None and f"dataset {name}" in message and "not found" in message
-    assert datafiles.HOW_TO_GET[name][:40] in message  # the fix
+    assert catalogue.DATASETS[name].how_to_get[:40] in message  # the fix
     write(tmp_path)
     assert datafiles.missing_data(name, tmp_path, system_dir=nowhere) is None
 

@@ -15,7 +15,7 @@ from runners.specs.classify import ClassifySpec
 from tests import fakedata
 
 WNIDS = fakedata.IMAGENET_WNIDS
-INFO = data.DATASETS["imagenet"]
+INFO = data.dataset_info("imagenet")
 
 
 def spec(**fields) -> ClassifySpec:
@@ -104,7 +104,7 @@ def test_subsets_are_evenly_spaced_and_cover_every_class(imagenet):
 
 
 def test_other_datasets_keep_the_first_n():
-    first = data.take_subset(data.DATASETS["cifar10"], list(range(10)), 3, what="x", log=quiet)
+    first = data.take_subset(data.dataset_info("cifar10"), list(range(10)), 3, what="x", log=quiet)
     spaced = data.take_subset(INFO, list(range(10)), 3, what="x", log=quiet)
     assert list(first) == [0, 1, 2] and list(spaced) == [1, 5, 8]
 

@@ -84,6 +84,16 @@ def test_seed_study_scope(claims, tmp_path):
     plan = build_plan(claims, get_profile("seed-study"), data_dir=tmp_path)
     assert {r.spec["arch"] for r in plan.runs} == {"vgg16", "resnext29", "densenet121"}
     assert {r.spec["dataset"] for r in plan.runs} == {"cifar10", "cifar100"}
+    # the scope is the claims file's: the cells its reference comp6248 reports, no more
+    reported = set(next(s for s in claims.reference_sources if s.id == "comp6248").values)
+    served = {c for r in plan.runs for c in r.claim_ids}
+    assert reported <= served
+    assert all(c in reported or claims.by_id()[c].type == "relation" for c in served)
+
+
+def test_seed_study_needs_its_reference_in_the_claims_file(mini_claims, tmp_path):
+    with pytest.raises(AuditError, match=r"prior reproduction 'comp6248'.*does not list"):
+        build_plan(load_claims(mini_claims), get_profile("seed-study"), data_dir=tmp_path)
 
 
 def test_quick_profile_runs_the_mlp_protocol_and_labels_what_deviates(claims, tmp_path):

@@ -199,7 +199,7 @@ def test_run_ids_csv_text_and_paths_reach_the_page_without_nul_or_bidi_override(
 
 def test_the_table2_sentence_follows_the_model_registry(monkeypatch):
     from audit.report import table2
-    from runners import models
+    from runners import catalogue
 
     empty = pd.DataFrame(columns=["run_ids"])
     text = table2.origin_sentence(empty, set())
@@ -208,9 +208,9 @@ def test_the_table2_sentence_follows_the_model_registry(monkeypatch):
     imagenet_less = {
         name: type(info)(info.name, info.paper_name,
                          {k: b for k, b in info.builders.items() if k != "imagenet"})
-        for name, info in models.ARCHS.items()
+        for name, info in catalogue.ARCHS.items()
     }  # fmt: skip
-    monkeypatch.setattr(models, "ARCHS", imagenet_less)
+    monkeypatch.setattr(catalogue, "ARCHS", imagenet_less)
     assert table2.origin_sentence(empty, set()).startswith("This harness has no ImageNet model.")
 
 

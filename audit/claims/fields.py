@@ -8,9 +8,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from audit.claims.model import DIRECTIONS, ID_RE, METRICS, NAME_CHOICES, Tolerance
+from audit.claims.model import DIRECTIONS, ID_RE, NAME_CHOICES, Tolerance
 from audit.claims.reader import Reader, Y
 from audit.limits import EPOCHS
+from runners.catalogue import METRICS
 
 # --------------------------------------------------------------------------- typed access
 

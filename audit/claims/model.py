@@ -12,36 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import AuditError
+from runners.catalogue import ARCHS, DATASETS, NORMS
 
 SCHEMA_VERSION = 1
 
-# Names a claim may use. Architecture names are the registry's (runners/models) plus the
-# authors' --arch flags of the other Table-1 models and the ImageNet models; kept here so
-# validating a claims file never imports the runners.
+# Names a claim may use: runner kinds here; datasets, architectures, norms and metrics (with
+# the range a value must lie in) are the catalogue's, which never imports torch.
 KINDS = ("classify", "kernels")
-DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagenet")
-ARCHS = (
-    "vgg16",
-    "resnet18",
-    "preact",
-    "densenet121",
-    "resnext29",
-    "mobilev2",
-    "dpn",
-    "pnasnetA",
-    "senet",
-    "efficient",
-    "mlp",
-    "vgg11",
-)
-NORMS = ("bn", "nd", "none")
-# metric -> (low, high): the range a claimed value must lie in.
-METRICS = {
-    "test_top1": (0.0, 100.0),
-    "best_test_top1": (0.0, 100.0),
-    "test_top5": (0.0, 100.0),
-    "centre_surround_score": (0.0, 1.0),
-}
 CLAIM_TYPES = ("value", "threshold", "relation")
 DIRECTIONS = ("two-sided", "at-least")
 RELATION_OPS = (">", ">=")

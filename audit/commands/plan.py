@@ -10,9 +10,10 @@ from pathlib import Path
 from audit import limits
 from audit.errors import AuditError
 from audit.limits import int_in
-from audit.plan import Plan, build_plan, format_plan, throughput_key
+from audit.plan import Plan, build_plan, format_plan
 from audit.profiles import DEFAULT_PROFILE, PROFILES, default_data_dir, get_profile
 from runners.errors import RunnerInputError
+from runners.specs.estimate import throughput_key
 
 HELP = "show the experiment matrix a profile and selection would run"
 

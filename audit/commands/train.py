@@ -18,16 +18,16 @@ HELP = "train one classification run (BN / ND / MLP) into a run directory"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # Choices come from the spec module at parse time; it never imports torch.
+    # Choices come from the catalogue and the spec module at parse time; neither imports torch.
     from audit import limits
     from audit.limits import int_in
-    from runners.models import ARCHS
-    from runners.specs.classify import DATASETS, LR_SCHEDULES, ND_HEADS, NORMS
+    from runners.catalogue import ARCHS, DATASETS, NORMS
+    from runners.specs.classify import LR_SCHEDULES, ND_HEADS
 
     spec = parser.add_argument_group("experiment (part of the spec and the run id)")
     spec.add_argument("--arch", required=True, help=", ".join(ARCHS))
-    spec.add_argument("--norm", required=True, choices=NORMS)
-    spec.add_argument("--dataset", required=True, choices=DATASETS)
+    spec.add_argument("--norm", required=True, choices=tuple(NORMS))
+    spec.add_argument("--dataset", required=True, choices=tuple(DATASETS))
     spec.add_argument("--epochs", required=True, type=int_in(*limits.EPOCHS))
     spec.add_argument("--seed", type=int_in(*limits.SEED), default=0)
     spec.add_argument(

@@ -10,15 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-DATASET_LABELS = {
-    "cifar10": "CIFAR-10",
-    "cifar100": "CIFAR-100",
-    "mnist": "MNIST",
-    "fashion-mnist": "Fashion-MNIST",
-    "imagenet": "ImageNet",
-}
-# One label per norm, used by tables and figures alike.
-NORM_LABELS = {"bn": "BN", "nd": "ND", "none": "no norm"}
+from runners import catalogue
+
+# One label per norm, used by tables and figures alike (the catalogue's).
+NORM_LABELS = {name: norm.label for name, norm in catalogue.NORMS.items()}
 
 
 def fmt(value: Any, digits: int = 2, *, signed: bool = False, suffix: str = "") -> str:
@@ -67,22 +62,21 @@ def norm_label(norm: Any) -> str:
 
 
 def dataset_label(dataset: Any) -> str:
-    return DATASET_LABELS.get(str(dataset), str(dataset))
+    """The name the paper prints (the catalogue's), else the name as given."""
+    entry = catalogue.DATASETS.get(str(dataset))
+    return entry.label if entry else str(dataset)
 
 
 def arch_label(arch: Any) -> str:
-    """The name the paper prints (the runners' registry), else the name as given."""
-    from runners.models import ARCHS  # the registry of paper names; never imports torch
-
-    info = ARCHS.get(str(arch))
-    return info.paper_name if info else str(arch)
+    """The name the paper prints (the catalogue's), else the name as given."""
+    entry = catalogue.ARCHS.get(str(arch))
+    return entry.paper_name if entry else str(arch)
 
 
 def arch_order(arch: Any) -> tuple[int, str]:
-    """The paper's row order (the claims vocabulary lists Table 1 in print order)."""
-    from audit.claims import ARCHS
-
-    return (ARCHS.index(arch), "") if arch in ARCHS else (len(ARCHS), str(arch))
+    """The paper's row order (the catalogue lists the architectures in print order)."""
+    names = list(catalogue.ARCHS)
+    return (names.index(arch), "") if arch in names else (len(names), str(arch))
 
 
 def epochs_value(value: Any) -> int | str | None:
@@ -108,7 +102,7 @@ def experiment_text(row: Mapping[str, Any]) -> str:
 
 def metric_suffix(row: Mapping[str, Any]) -> str:
     metric = text(row.get("metric"))
-    return f" · {metric}" if metric and metric != "test_top1" else ""
+    return f" · {metric}" if metric and metric != catalogue.PRIMARY_METRIC else ""
 
 
 def claimed_text(row: Mapping[str, Any]) -> str:

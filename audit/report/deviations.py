@@ -30,6 +30,7 @@ from audit.report.common import (
     text,
 )
 from audit.report.vocabulary import verdict
+from runners.catalogue import PERCENT_METRICS, PRIMARY_METRIC  # percent: differences in pp
 
 MAX_ROWS = 40  # rows per figure; 40 rows of 8-pt labels fill about half an A4 page
 MAX_FIGURES = 4  # per group and kind: beyond 160 rows, the claims farthest out are drawn
@@ -92,9 +93,6 @@ def _point(row: Mapping[str, Any], relation: bool) -> dict[str, Any]:
     }
 
 
-PERCENT_METRICS = ("test_top1", "test_top5")  # accuracies in percent: differences in points
-
-
 def _x_label(rows: pd.DataFrame, relation: bool) -> str:
     unit = " (pp)" if rows["metric"].isin(PERCENT_METRICS).all() else ""
     if relation:
@@ -118,7 +116,7 @@ def _farthest(points: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 def _panel(row: Mapping[str, Any]) -> str:
     metric = text(row.get("metric"))
-    suffix = f", {metric}" if metric and metric != "test_top1" else ""
+    suffix = f", {metric}" if metric and metric != PRIMARY_METRIC else ""
     return (
         dataset_label(row.get("dataset")) + suffix
         if not missing(row.get("dataset"))

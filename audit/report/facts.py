@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from audit.report.common import arch_label, arch_order, column, dataset_label
+from audit.report.common import arch_label, arch_order, column
 from audit.report.rundata import stored_plan
+from runners import catalogue
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 METHOD_DOC = "docs/method.md"  # the method and every fidelity option, as the harness runs it
@@ -122,22 +123,22 @@ def runner_kinds() -> list[str]:
 
 def models_for(dataset: str) -> list[str]:
     """The paper names of the architectures this harness can build for `dataset`."""
-    from runners.models import ARCHS, input_kind_of
-
-    kind = input_kind_of(dataset)
-    names = sorted((n for n, info in ARCHS.items() if kind in info.input_kinds), key=arch_order)
-    return [arch_label(name) for name in names]
+    kind = catalogue.input_kind_of(dataset)
+    names = [n for n, entry in catalogue.ARCHS.items() if kind in entry.input_kinds]
+    return [arch_label(name) for name in sorted(names, key=arch_order)]
 
 
 def runners_text() -> str:
-    """`classify (CIFAR-10: VGG-16, ...; ImageNet: VGG-11, ...), kernels`, from the registries."""
-    per_dataset = []
-    for dataset in ("cifar10", "mnist", "imagenet"):
-        names = models_for(dataset)
-        label = "CIFAR-10/100" if dataset == "cifar10" else dataset_label(dataset)
-        label = "MNIST/Fashion-MNIST" if dataset == "mnist" else label
-        per_dataset.append(f"{label}: {', '.join(names) or 'no model'}")
-    kinds = [f"{k} ({'; '.join(per_dataset)})" if k == "classify" else k for k in runner_kinds()]
+    """`classify (CIFAR-10/CIFAR-100: VGG-16, ...; ImageNet: VGG-11, ...), kernels`, from the
+    catalogue (datasets grouped by input kind) and the runner registry."""
+    per_kind = []
+    for kind in catalogue.INPUT_KINDS:
+        datasets = [d for d in catalogue.DATASETS.values() if d.input_kind == kind]
+        if datasets:
+            names = models_for(datasets[0].name)
+            label = "/".join(d.label for d in datasets)
+            per_kind.append(f"{label}: {', '.join(names) or 'no model'}")
+    kinds = [f"{k} ({'; '.join(per_kind)})" if k == "classify" else k for k in runner_kinds()]
     return ", ".join(kinds)
 
 

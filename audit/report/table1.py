@@ -21,15 +21,14 @@ from audit.report.common import (
     mean_text,
     missing,
 )
-
-TABLE1_DATASETS = ("cifar10", "cifar100")
+from runners.catalogue import in_paper_table
 
 
 def value_cells(comparison: pd.DataFrame) -> pd.DataFrame:
     """Value claims on test accuracy of BN/ND image classifiers: the cells of Table 1."""
     mask = (
         (comparison["type"] == "value")
-        & comparison["dataset"].isin(TABLE1_DATASETS)
+        & comparison["dataset"].isin(in_paper_table(1))
         & comparison["norm"].isin(["bn", "nd"])
         & (comparison["metric"] == "test_top1")
     )
@@ -47,7 +46,7 @@ def table1(comparison: pd.DataFrame) -> dict[str, Any]:
         for r in cells.to_dict("records")
     }
     datasets = []
-    for dataset in [d for d in TABLE1_DATASETS if d in set(cells["dataset"])]:
+    for dataset in [d for d in in_paper_table(1) if d in set(cells["dataset"])]:
         archs = sorted(set(cells.loc[cells["dataset"] == dataset, "arch"]), key=arch_order)
         rows = [
             {

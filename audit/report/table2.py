@@ -14,8 +14,8 @@ from audit.report.common import NORM_LABELS, arch_label, as_list, epochs_value, 
 from audit.report.facts import models_for
 from audit.report.priors import prior_cell
 from audit.report.table1 import cell
+from runners.catalogue import in_paper_table
 
-TABLE2_DATASETS = ("imagenet",)
 TABLE2_METRICS = {"test_top1": "top-1", "test_top5": "top-5"}  # Table 2's columns, in order
 
 
@@ -25,7 +25,7 @@ def table2(
     """The rows as printed; `store_ids` are the run ids read from run directories."""
     mask = (
         (comparison["type"] == "value")
-        & comparison["dataset"].isin(TABLE2_DATASETS)
+        & comparison["dataset"].isin(in_paper_table(2))
         & comparison["metric"].isin(list(TABLE2_METRICS))
     )
     cells = comparison[mask].drop_duplicates(["dataset", "arch", "norm", "epochs", "metric"])
@@ -55,7 +55,7 @@ def table2(
 
 def origin_sentence(cells: pd.DataFrame, store_ids: set[str]) -> str:
     """What the harness can run for ImageNet and where these cells' numbers came from."""
-    models = models_for("imagenet")
+    models = [m for name in in_paper_table(2) for m in models_for(name)]
     runner = (
         f"This harness trains the ImageNet models {', '.join(models)} (the authors' "
         "main_imagenet.py protocol); ImageNet itself is not shipped."

@@ -1,14 +1,16 @@
-"""The model registry: architecture names, their paper names, and a lazy builder.
+"""The model registry: a lazy builder of the catalogue's architectures (runners/catalogue.py).
 
 Importing this module does not import torch; `build_model` imports the family module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+# The architectures, their builds and the datasets' input kinds are catalogue entries.
+from runners.catalogue import ARCHS, INPUT_KINDS, ArchInfo, Builder, input_kind_of
+from runners.catalogue import arch as arch_info
 from runners.errors import RunnerInputError
 
 if TYPE_CHECKING:  # annotations only: importing this module must not import torch
@@ -17,101 +19,15 @@ if TYPE_CHECKING:  # annotations only: importing this module must not import tor
     from runners.specs.classify import NDOptions
 
 
-INPUT_KINDS = {
-    "cifar": "3x32x32 CIFAR images",
-    "flat": "784-d MNIST-family vectors",
-    "imagenet": "3x224x224 ImageNet crops",
-}
-DATASET_INPUT_KIND = {
-    "cifar10": "cifar",
-    "cifar100": "cifar",
-    "mnist": "flat",
-    "fashion-mnist": "flat",
-    "imagenet": "imagenet",
-}
-
-
-@dataclass(frozen=True)
-class Builder:
-    target: str  # "module:function" under runners.models
-    norms: tuple[str, ...]  # the norms this build of the architecture supports
-
-
-@dataclass(frozen=True)
-class ArchInfo:
-    name: str  # registry name in specs and claims (the authors' --arch, with the depth added
-    # where the flag is ambiguous: resnet -> resnet18, resnext -> resnext29)
-    paper_name: str  # the name printed in the paper's tables
-    builders: dict[str, Builder]  # input kind (INPUT_KINDS) -> the model for those inputs
-
-    @property
-    def input_kinds(self) -> tuple[str, ...]:
-        return tuple(self.builders)
-
-    @property
-    def norms(self) -> tuple[str, ...]:
-        """Every norm of any build (use `norms_for` when the dataset is known)."""
-        return tuple(dict.fromkeys(n for b in self.builders.values() for n in b.norms))
-
-    def norms_for(self, input_kind: str) -> tuple[str, ...]:
-        builder = self.builders.get(input_kind)
-        return builder.norms if builder else ()
-
-
-BN_ND = ("bn", "nd")
-# The ImageNet models of the authors' main_imagenet.py (nd-spec 2.8): the same paper names as
-# the CIFAR models, another network (7x7/2 stem, 224-px inputs). VGG-11 has no CIFAR build.
-_IMAGENET = {
-    "vgg11": Builder("imagenet_vgg:vgg11", ("none", "bn", "nd")),
-    "resnet18": Builder("imagenet_resnet:resnet18", BN_ND),
-    "densenet121": Builder("imagenet_densenet:densenet121", BN_ND),
-}
-
-
-def _arch(name: str, paper_name: str, cifar: str | None = None) -> ArchInfo:
-    builders = {"cifar": Builder(cifar, BN_ND)} if cifar else {}
-    if name in _IMAGENET:
-        builders["imagenet"] = _IMAGENET[name]
-    return ArchInfo(name, paper_name, builders)
-
-
-ARCHS: dict[str, ArchInfo] = {
-    info.name: info
-    for info in (
-        _arch("vgg16", "VGG-16", "vgg:vgg16"),
-        _arch("resnet18", "ResNet-18", "resnet:resnet18"),
-        _arch("densenet121", "DenseNet-121", "densenet:densenet121"),
-        _arch("resnext29", "ResNeXt-29", "resnext:resnext29_32x4d"),
-        _arch("preact", "Preact-18", "preact:preact_resnet18"),
-        _arch("mobilev2", "MobileNet v2", "mobilenetv2:mobilenetv2"),
-        _arch("dpn", "DPN-92", "dpn:dpn92"),
-        _arch("pnasnetA", "PNASNetA", "pnasnet:pnasnet_a"),
-        _arch("senet", "SENet-18", "senet:senet18"),
-        _arch("efficient", "EfficientNet", "efficientnet:efficientnet_b0"),
-        _arch("vgg11", "VGG-11"),
-        ArchInfo("mlp", "MLP", {"flat": Builder("mlp:mlp", ("none", "bn", "nd"))}),
-    )
-}
-
-
-def input_kind_of(dataset: str) -> str:
-    """The input kind ("cifar", "flat", "imagenet") of a dataset name."""
-    try:
-        return DATASET_INPUT_KIND[dataset]
-    except KeyError:
-        raise RunnerInputError(
-            f"unknown dataset {dataset!r}; known: {', '.join(DATASET_INPUT_KIND)}"
-        ) from None
-
-
-def arch_info(name: str) -> ArchInfo:
-    """The registry entry of `name`, or a RunnerInputError listing the known names."""
-    try:
-        return ARCHS[name]
-    except KeyError:
-        raise RunnerInputError(
-            f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHS))}"
-        ) from None
+__all__ = [
+    "ARCHS",
+    "INPUT_KINDS",
+    "ArchInfo",
+    "Builder",
+    "arch_info",
+    "build_model",
+    "input_kind_of",
+]
 
 
 def build_model(

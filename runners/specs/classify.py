@@ -16,10 +16,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+# the catalogue's facts; importing it does not import torch
+from runners.catalogue import ARCHS, DATASETS, INPUT_KINDS, ND_N_ITER, NORMS, input_kind_of
 from runners.errors import RunnerInputError
-
-# the registry's names; importing it does not import torch
-from runners.models import ARCHS, INPUT_KINDS, input_kind_of
 from runners.specs.checks import (
     is_number,
     require_bool,
@@ -28,12 +27,6 @@ from runners.specs.checks import (
     require_positive_int,
 )
 
-DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagenet")
-# main_imagenet.py's defaults where they differ from main.py's (nd-spec 3.4): filled in for
-# ImageNet specs that do not set the field, so the CIFAR and MNIST specs keep their form.
-IMAGENET_PROTOCOL = {"batch_size": 256, "weight_decay": 1e-4}
-IMAGENET_ND_PROTOCOL = {"block_fc": 64}  # --block-fc default 64 (main_imagenet.py:L107)
-NORMS = ("bn", "nd", "none")
 LR_SCHEDULES = ("cosine", "multistep")
 ND_HEADS = ("delinear", "channel_deconv", "linear")
 ND_LAYOUTS = ("interleaved", "contiguous")
@@ -58,7 +51,7 @@ class NDOptions:
 
     block: int = 64  # B: channels per deconvolution block (main.py --block)
     sampling_stride: int = 3  # im2col sampling stride for the statistics (--stride)
-    n_iter: int = 5  # Newton-Schulz iterations (--deconv-iter); part of the method
+    n_iter: int = ND_N_ITER  # Newton-Schulz iterations (--deconv-iter); part of the method
     eps: float = 1e-5  # ridge added to the covariance (--eps)
     momentum: float = 0.1  # EMA of the running mean and running D
     head: str = "delinear"  # classifier head: HEAD's Delinear, paper-era ChannelDeconv, plain
@@ -128,10 +121,10 @@ class ClassifySpec:
         nd = data.pop("nd", None)
         if nd is None:  # absent, or an empty `nd:` in YAML
             nd = {}
-        if data["dataset"] == "imagenet":
-            data = {**IMAGENET_PROTOCOL, **data}
+        if data["dataset"] in tuple(DATASETS):  # a dataset's protocol defaults (the catalogue's)
+            data = {**DATASETS[data["dataset"]].protocol, **data}
             if isinstance(nd, dict):
-                nd = {**IMAGENET_ND_PROTOCOL, **nd}
+                nd = {**DATASETS[data["dataset"]].nd_protocol, **nd}
         if isinstance(nd, NDOptions):
             nd_options = nd
         elif isinstance(nd, dict):
@@ -156,8 +149,8 @@ class ClassifySpec:
     def validate(self) -> None:
         if self.kind != "classify":
             raise RunnerInputError(f"ClassifySpec needs kind 'classify', got {self.kind!r}")
-        require_choice("dataset", self.dataset, DATASETS)
-        require_choice("norm", self.norm, NORMS)
+        require_choice("dataset", self.dataset, tuple(DATASETS))
+        require_choice("norm", self.norm, tuple(NORMS))
         require_choice("arch", self.arch, tuple(ARCHS))
         info, input_kind = ARCHS[self.arch], input_kind_of(self.dataset)
         if input_kind not in info.input_kinds:
@@ -229,7 +222,7 @@ class ClassifySpec:
     def effective_augment(self) -> bool:
         if self.augment is not None:
             return self.augment
-        return self.dataset.startswith("cifar") or self.dataset == "imagenet"
+        return DATASETS[self.dataset].augment
 
     def deviations(self) -> list[str]:
         """Ways this run departs from the authors' protocol, in words, for every report."""
@@ -254,6 +247,4 @@ class ClassifySpec:
 
 def protocol_nd_options(dataset: str) -> NDOptions:
     """The authors' ND options for `dataset` (ImageNet's head block differs, nd-spec 3.4)."""
-    if dataset == "imagenet":
-        return NDOptions(**IMAGENET_ND_PROTOCOL)
-    return NDOptions()
+    return NDOptions(**DATASETS[dataset].nd_protocol)
