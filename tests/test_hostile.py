@@ -198,6 +198,9 @@ FLAGS = {
     "check --epochs huge": (["check", "--epochs", "9" * 5000], "--epochs"),
     "unknown flag": (["check", "--allow-everything"], "--allow-everything"),
     "unknown verb": (["pwn"], "pwn"),
+    "report --name ../outside": (["report", "--name", "../outside"], "--name"),
+    "report --name /abs": (["report", "--name", "/tmp/abs"], "--name"),
+    "run --max-seeds 10**9": (["run", "--escalate", "--max-seeds", "1000000000"], "--max-seeds"),
 }
 
 

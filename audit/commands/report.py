@@ -11,6 +11,7 @@ verdicts.json of docs/verdicts.md), all or nothing; docs/report.md describes the
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -42,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CSV",
         help="results CSV instead of a store (repeatable; format: docs/claims.md)",
     )
-    parser.add_argument("--name", default="latest", help="report name: <out>/<name>/ (%(default)s)")
+    parser.add_argument(
+        "--name",
+        type=report_name,
+        default="latest",
+        help="report name: the folder <out>/<name>/ (%(default)s)",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports"), help="reports directory")
     parser.add_argument("--title", default=None, help="the report's title")
     parser.add_argument("--profile", default=None, help="profile to state in the scope line")
@@ -93,6 +99,16 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"audit report: wrote {paths.html}" + (f" and {paths.pdf}" if paths.pdf else ""))
     return 0
+
+
+def report_name(text: str) -> str:
+    """A report's folder name: one plain path component, so the report lands in --out."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", text) or text.strip(".") == "":
+        raise argparse.ArgumentTypeError(
+            f"{text!r:.60} is not a report name: use letters, digits, '.', '_' and '-' (one "
+            "folder name under --out, e.g. latest or pr-123)"
+        )
+    return text
 
 
 def command_line() -> str:
