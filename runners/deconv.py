@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from runners.specs.classify import FC_MOMENTS, ND_LAYOUTS  # the options, named once
+from runners.specs.nd_options import FC_MOMENTS, ND_LAYOUTS  # the options, named once
 
 ISQRT_METHODS = ("newton_schulz", "exact")
 NS_IMPLS = ("auto", "unrolled", "closed_form", "spectral")

@@ -52,8 +52,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from runners import rundir
-from runners.classify import pick_device
 from runners.deconv import isqrt_exact, isqrt_newton_schulz
+from runners.device import pick_device
 from runners.errors import RunnerInputError
 from runners.specs.kernels import KernelsSpec
 

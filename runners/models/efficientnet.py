@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 STEM_ND = {"freeze": True, "n_iter": 10}
 # Per stage: (expansion, out_channels, num_blocks, stride)

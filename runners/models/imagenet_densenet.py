@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from runners.models.densenet import Transition  # the same [BN]-ReLU-1x1, 2x2 pool as CIFAR's
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions, protocol_nd_options
+from runners.specs.nd_options import NDOptions, protocol_nd_options
 
 # The stem's hard-coded settings. Unlike resnet18d and vgg11d, densenet121d does not pass
 # sampling_stride, so the stem samples with the model-wide --stride (3 by default).

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from runners.deconv import FastDeconv
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions, protocol_nd_options
+from runners.specs.nd_options import NDOptions, protocol_nd_options
 
 # The authors' hard-coded stem settings, sampling stride included (resnet_imagenet.py L165-169):
 # with the conv stride 2 the statistics sample every 6th patch position.

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from runners.deconv import FastDeconv
 from runners.errors import RunnerInputError
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions, protocol_nd_options
+from runners.specs.nd_options import NDOptions, protocol_nd_options
 
 NORMS = ("none", "bn", "nd")
 CFG_A: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")

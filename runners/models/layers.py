@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from runners.deconv import ChannelDeconv, Delinear, FastDeconv
 from runners.errors import RunnerInputError
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 NORMS = ("bn", "nd")
 

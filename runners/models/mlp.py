@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from runners.deconv import ChannelDeconv
 from runners.errors import RunnerInputError
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 NORMS = ("none", "bn", "nd")
 ND_BLOCK = 32  # ChannelDeconv(32) in models/simple.py (nd-spec 2.7)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 # The authors' hard-coded stem settings (preact_resnet.py L112).
 STEM_ND = {"freeze": True, "n_iter": 10}

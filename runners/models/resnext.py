@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 # The authors' hard-coded per-layer ND settings (resnext.py L37, L68-72).
 STEM_ND = {"freeze": True, "n_iter": 10}

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
 from runners.models.preact import PreActResNet
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 STEM_ND = {"freeze": True, "n_iter": 15}
 REDUCTION = 16

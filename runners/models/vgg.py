@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 CFG_D: tuple[int | str, ...] = (
     *(64, 64, "M", 128, 128, "M"),
