@@ -584,9 +584,10 @@ class ChannelDeconv(nn.Module):
     The first c = floor(C/B)*B channels are whitened by one shared D (B x B) in a strided
     grouping (feature r of sample (j, n, h, w) is channel r*(c/B) + j); statistics use every
     s^2-th sample when H, W >= s. The leftover channels [c, C) are standardised by one scalar
-    mean and unbiased variance. The first training call copies the batch statistics into the
-    running buffers, later calls update them by EMA; eval uses them (before any training step
-    they are mean 0, D = I, variance 1: the identity transform).
+    mean and unbiased variance, from every s^2-th of each sample's leftover values. The first
+    training call copies the batch statistics into the running buffers, later calls update them
+    by EMA; eval uses them (before any training step they are mean 0, D = I, variance 1: the
+    identity transform).
 
     moment: "uncentred" (authors' code since ac75711: D from E[x x^T] + eps I, applied to the
     centred data; inputs with mean 3 and identity covariance come out with variance ~0.88) or
@@ -656,7 +657,9 @@ class ChannelDeconv(nn.Module):
 
     def _standardise(self, x2: Tensor, h: int, w: int) -> Tensor:
         if self.training:
-            sample = self._subsample(x2.transpose(0, 1).reshape(1, -1), h, w)
+            # As the authors: every s^2-th value within each sample's (channel, h, w)-ordered
+            # leftover values, each sample's sub-sample starting at its first value.
+            sample = self._subsample(x2.reshape(x2.shape[0], -1), h, w)
             mean, var = sample.mean(), sample.var()
             if not bool(torch.isfinite(var)):
                 raise NonFiniteStatisticsError(
