@@ -308,6 +308,23 @@ def _select_block(block: int, channels: int) -> int:
     return block
 
 
+def _accept_authors_buffers(layer: FastDeconv, state_dict: dict, prefix: str) -> None:
+    """Convert, in `state_dict`, a FastDeconv state saved by the authors' code to ours.
+
+    Their grouped layer keeps `running_mean` flat, k^2*C values in the im2col column order
+    (channel-major), so group j's mean is entries [j n_f, (j+1) n_f): ours is the same numbers
+    viewed as (groups, n_f). Their freeze counter is a plain attribute, absent from the state:
+    it starts at 0, as theirs does after a load.
+    """
+    key = prefix + "running_mean"
+    mean = state_dict.get(key)
+    flat = layer.groups > 1 and isinstance(mean, Tensor) and mean.dim() == 1
+    if flat and mean.numel() == layer.running_mean.numel():  # else the size error names the key
+        state_dict[key] = mean.reshape(layer.running_mean.shape)
+    if prefix + "running_deconv" in state_dict and prefix + "counter" not in state_dict:
+        state_dict[prefix + "counter"] = torch.zeros((), dtype=torch.long)
+
+
 # ---------------------------------------------------------------------------------------------
 # FastDeconv
 # ---------------------------------------------------------------------------------------------
@@ -419,6 +436,7 @@ class FastDeconv(nn.Module):
         return s
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        _accept_authors_buffers(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._count = int(self.counter)
 
