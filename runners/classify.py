@@ -1,4 +1,5 @@
-"""One classification training run, top to bottom: the authors' protocol (nd-spec.md section 3).
+"""One classification training run, top to bottom: the authors' protocol
+(docs/method.md#training-protocol).
 
     spec -> run_dir/{spec.yaml, provenance.json, metrics.jsonl, checkpoint.pt, log.txt, result.json}
 
@@ -13,8 +14,8 @@ The protocol, as the authors' main.py/net_util.py (and main_imagenet.py) run it:
 - step order forward -> loss -> backward -> step -> scheduler.step -> zero_grad;
 - evaluation after every epoch in eval mode (ND uses its running statistics), top-1 and top-5.
 ImageNet runs use main_imagenet.py's batch 256 and weight decay 1e-4 (the spec's defaults for
-that dataset) on one device; the authors' DataParallel is not used (nd-spec 3.4: with it, the
-ND statistics of replicas other than the first are discarded).
+that dataset) on one device; the authors' DataParallel is not used (with it, the ND statistics
+of replicas other than the first are discarded: docs/method.md#imagenet-protocol).
 A run resumes from checkpoint.pt at the next epoch; a non-finite loss ends it as "diverged".
 
 Usable alone: python -m runners.classify --spec spec.yaml --out DIR [--data-dir D]
@@ -326,9 +327,9 @@ def step_quietly(scheduler: LRScheduler) -> None:
 def precision_settings(
     allow_tf32: bool, dev: torch.device, deterministic: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """Apply the spec's TF32 choice (nd-spec 5.3), the authors' cudnn.benchmark and, when
-    asked, cuDNN's deterministic algorithms (main_imagenet.py --seed); put the process-wide
-    flags back afterwards (tests and the launcher run several runs)."""
+    """Apply the spec's TF32 choice (docs/method.md#precision), the authors' cudnn.benchmark
+    and, when asked, cuDNN's deterministic algorithms (main_imagenet.py --seed); put the
+    process-wide flags back afterwards (tests and the launcher run several runs)."""
     backends = (torch.backends.cuda.matmul, torch.backends.cudnn)
     cudnn = torch.backends.cudnn
     saved = [b.allow_tf32 for b in backends], cudnn.benchmark, cudnn.deterministic

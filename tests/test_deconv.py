@@ -1,4 +1,5 @@
-"""Tests of the Network Deconvolution layers against explicit re-computations (nd-spec.md 1).
+"""Tests of the Network Deconvolution layers against explicit re-computations
+(docs/method.md#layers).
 
 The references below are written independently of the layer's reshapes: patch coordinates are
 assigned to blocks by explicit index lists, whitening is applied to the data patch by patch, and
@@ -60,7 +61,7 @@ def _blocks(layer: FastDeconv) -> list[list[int]]:
 
 
 def _sampled_rows(layer: FastDeconv, x: torch.Tensor) -> torch.Tensor:
-    """All sampled patches as (N', C*k^2) rows, sampled as nd-spec 1.2 step 2 says."""
+    """All sampled patches as (N', C*k^2) rows, sampled as docs/method.md#sampling says."""
     s = layer.sampling_stride
     if layer.kernel_size > 1:
         u = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, s)
@@ -149,7 +150,7 @@ def test_newton_schulz_agrees_with_exact_and_is_partial_at_five_iterations():
     exact = isqrt_exact(a)
     assert torch.allclose(isqrt_newton_schulz(a, 20)[0], exact[0], rtol=1e-8, atol=1e-10)
     # Per-matrix Frobenius scaling: the ill-conditioned one is far from whitened at n=5
-    # (nd-spec 1.1), the well-conditioned one is close.
+    # (docs/method.md#inverse-square-root), the well-conditioned one is close.
     five = isqrt_newton_schulz(a, 5)
     err = torch.linalg.matrix_norm(five - exact) / torch.linalg.matrix_norm(exact)
     assert err[0] < 0.02 and err[1] > 0.3
@@ -503,7 +504,7 @@ def test_channel_deconv_moment(moment):
     x = torch.randn(4000, b, dtype=torch.float64) + 3.0  # mean 3, identity covariance
     var = layer(x).var(0)
     # Uncentred: D = (I + mu mu^T)^{-1/2} applied to centred data leaves variance
-    # 1 - (1 - 1/(1 + 9B))/B per channel (0.877 for B = 8) (nd-spec 1.5 step 4).
+    # 1 - (1 - 1/(1 + 9B))/B per channel (0.877 for B = 8) (docs/method.md#channeldeconv).
     expected = 1 - (1 - 1 / (1 + 9 * b)) / b if moment == "uncentred" else 1.0
     assert torch.allclose(var, torch.full_like(var, expected), atol=0.05)
 

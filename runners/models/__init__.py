@@ -59,8 +59,9 @@ class ArchInfo:
 
 
 BN_ND = ("bn", "nd")
-# The ImageNet models of the authors' main_imagenet.py (nd-spec 2.8): the same paper names as
-# the CIFAR models, another network (7x7/2 stem, 224-px inputs). VGG-11 has no CIFAR build.
+# The ImageNet models of the authors' main_imagenet.py (docs/method.md#imagenet-models): the
+# same paper names as the CIFAR models, another network (7x7/2 stem, 224-px inputs). VGG-11
+# has no CIFAR build.
 _IMAGENET = {
     "vgg11": Builder("imagenet_vgg:vgg11", ("none", "bn", "nd")),
     "resnet18": Builder("imagenet_resnet:resnet18", BN_ND),

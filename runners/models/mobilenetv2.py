@@ -1,4 +1,5 @@
-"""MobileNetV2 for CIFAR (nd-spec.md sections 1.3 and 2.6, the authors' `--arch mobilev2`).
+"""MobileNetV2 for CIFAR (the authors' `--arch mobilev2`; docs/method.md#other-cifar-models and
+#grouped-and-depthwise-convolutions).
 
 Inverted residual blocks: 1x1 expansion -> 3x3 depthwise -> 1x1 linear projection, with a
 residual (projected by a 1x1 conv when the width changes) on stride-1 blocks only. CIFAR

@@ -1,4 +1,4 @@
-"""SENet-18 for CIFAR (nd-spec.md section 2.6, the authors' `--arch senet`).
+"""SENet-18 for CIFAR (docs/method.md#other-cifar-models, the authors' `--arch senet`).
 
 Pre-activation ResNet-18 blocks (preact.py) whose residual branch is rescaled by a
 squeeze-and-excitation gate (global pool -> 1x1 conv C/16 -> ReLU -> 1x1 conv C -> sigmoid),

@@ -1,12 +1,12 @@
 """The spec of one classification training run (CIFAR and ImageNet CNNs, the MNIST-family MLP).
 
-Defaults are the authors' protocol (nd-spec.md section 3): SGD lr 0.1, momentum 0.9,
+Defaults are the authors' protocol (docs/method.md#training-protocol): SGD lr 0.1, momentum 0.9,
 weight decay 1e-3 on every parameter, batch 128, cosine schedule stepped per iteration
-over the run's own epoch budget. ImageNet follows main_imagenet.py instead (nd-spec 3.4):
-batch 256, weight decay 1e-4 and a Delinear head of block 64; those defaults are filled
-in by `from_dict` when a field is not given. The ND options default to the authors' code
-at HEAD (nd-spec.md section 7); each open fidelity choice is a field, so it is recorded in
-every run's spec and changes the run id.
+over the run's own epoch budget. ImageNet follows main_imagenet.py instead
+(docs/method.md#imagenet-protocol): batch 256, weight decay 1e-4 and a Delinear head of
+block 64; those defaults are filled in by `from_dict` when a field is not given. The ND
+options default to the authors' code at HEAD (docs/method.md#fidelity-options); each open
+fidelity choice is a field, so it is recorded in every run's spec and changes the run id.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ from runners.specs.nd_options import (  # noqa: F401  (NDOptions, ND_HEADS: publ
 )
 
 DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "imagenet")
-# main_imagenet.py's defaults where they differ from main.py's (nd-spec 3.4): filled in for
-# ImageNet specs that do not set the field, so the CIFAR and MNIST specs keep their form.
+# main_imagenet.py's defaults where they differ from main.py's (docs/method.md#imagenet-protocol):
+# filled in for ImageNet specs that do not set the field, so the CIFAR and MNIST specs keep
+# their form.
 IMAGENET_PROTOCOL = {"batch_size": 256, "weight_decay": 1e-4, "lr_milestone": 0.3}
 NORMS = ("bn", "nd", "none")
 LR_SCHEDULES = ("cosine", "multistep", "step")
@@ -70,7 +71,8 @@ class ClassifySpec:
     augment: bool | None = None  # None: the protocol's (crop+flip for CIFAR, none for MNIST)
     train_subset: int | None = None  # first N training images only (a deviation; quick/CI)
     test_subset: int | None = None  # first N test images only (a deviation; quick/CI)
-    allow_tf32: bool = False  # TF32 matmuls degrade small-eigenvalue directions (nd-spec 5.3)
+    # TF32 matmuls degrade small-eigenvalue directions (docs/method.md#precision)
+    allow_tf32: bool = False
     # cuDNN deterministic algorithms, as main_imagenet.py's --seed sets them; off by default
     # (main.py never sets it; the seed alone is the harness's default on every dataset)
     cudnn_deterministic: bool = False
