@@ -229,6 +229,9 @@ def test_multistep_milestones_and_their_per_epoch_stepping(tmp_path):
     lrs = [r["lr"] for r in rundir.read_jsonl(tmp_path / "run" / rundir.METRICS_FILE)]
     # milestones [2, 4], stepped at each epoch's start: the decays come one epoch early
     assert lrs == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001])
+    train(mlp_spec(lr_schedule="step", lr_step_size=2, epochs=3), tmp_path / "step", small)
+    lrs = [r["lr"] for r in rundir.read_jsonl(tmp_path / "step" / rundir.METRICS_FILE)]
+    assert lrs == pytest.approx([0.1, 0.01, 0.01])  # StepLR(2), also stepped at epoch start
 
 
 def test_imagenet_multistep_decays_at_three_tenths_of_the_epochs():

@@ -1,5 +1,8 @@
 """Specs: validation with clear messages, effective defaults, canonical hash, run ids."""
 
+import subprocess
+import sys
+
 import pytest
 
 from runners.errors import RunnerInputError
@@ -235,3 +238,18 @@ def test_cudnn_deterministic_is_recorded_only_when_asked():
 def test_bad_schedule_and_seeding_options(fields, message):
     with pytest.raises(RunnerInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         effective_spec(fields)
+
+
+@pytest.mark.parametrize(
+    ("module", "absent"),
+    [
+        ("runners.models", "runners.specs.classify"),  # the registry needs only the ND options
+        ("runners.specs.nd_options", "runners.models"),
+        ("runners.kernels", "runners.classify"),  # the device choice is runners.device
+        ("runners.deconv", "runners.specs.classify"),
+    ],
+)
+def test_no_import_cycle_and_no_wrong_way_import(module, absent):
+    code = f"import sys, {module}; print({absent!r} in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
