@@ -10,9 +10,11 @@ The protocol, as the authors' main.py/net_util.py (and main_imagenet.py) run it:
   for every parameter (BN/ND biases and scales included), batch 128, partial last batch kept;
 - cosine schedule to 0 with T_max = iterations per epoch * epochs, stepped after every
   optimiser step, so a 1-, 20- or 100-epoch run is its own run from scratch; the multistep
-  alternative is stepped at the start of every epoch (its decays come one epoch early);
+  and step alternatives (docs/method.md#schedules) are stepped at the start of every epoch
+  (their decays come one epoch early);
 - step order forward -> loss -> backward -> step -> scheduler.step -> zero_grad;
 - evaluation after every epoch in eval mode (ND uses its running statistics), top-1 and top-5.
+- every run seeded; cuDNN deterministic only when the spec asks (main_imagenet.py --seed).
 ImageNet runs use main_imagenet.py's batch 256 and weight decay 1e-4 (the spec's defaults for
 that dataset) on one device; the authors' DataParallel is not used (with it, the ND statistics
 of replicas other than the first are discarded: docs/method.md#imagenet-protocol).

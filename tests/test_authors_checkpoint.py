@@ -179,6 +179,45 @@ def test_an_authors_nd_checkpoint_loads_and_gives_the_same_eval_output(arch):
             assert int(layer.counter) == 0 and layer._count == 0  # the authors' restart at 0
 
 
+def resnet_bn_names(prefix: str) -> str:
+    """Authors' ResNet-18 BN: `conv1`/`bn1` stem, blocks `layer<s>.<j>` with `convK` and its
+    BatchNorm `bnK` as siblings, the shortcut a Sequential(conv, bn)."""
+    prefix = re.sub(r"^stem\.0$", "conv1", prefix)
+    prefix = re.sub(r"^stem\.1$", "bn1", prefix)
+    m = re.match(r"layers\.(\d+)\.(conv\d)\.([01])$", prefix)
+    if m:
+        stage, block = stage_of(int(m[1]), (2, 2, 2, 2))
+        unit = m[2] if m[3] == "0" else m[2].replace("conv", "bn")
+        return f"layer{stage}.{block}.{unit}"
+    m = re.match(r"layers\.(\d+)\.shortcut\.([01])$", prefix)
+    if m:
+        stage, block = stage_of(int(m[1]), (2, 2, 2, 2))
+        return f"layer{stage}.{block}.shortcut.{m[2]}"
+    return common(prefix)
+
+
+def resnet_bn_order(prefix: str) -> tuple:
+    """Their registration order: in a block conv1, conv2, the shortcut, then bn1, bn2 (the
+    BatchNorms, all alike within a width, come after every conv)."""
+    m = re.match(r"layer(\d)\.(\d)\.(\w+)", prefix)
+    if not m:
+        return (0,) if prefix in ("conv1", "bn1") else (9,)
+    rank = {"conv1": 0, "conv2": 1, "shortcut": 2, "bn1": 3, "bn2": 4}[m[3]]
+    return (1, int(m[1]), int(m[2]), rank)
+
+
+def test_an_authors_bn_checkpoint_pairs_each_batchnorm_with_its_conv():
+    source = randomised(build_model("resnet18", "bn", 10, None), seed=7)
+    theirs = renamed(modules_of(source), resnet_bn_names, resnet_bn_order)
+    block = [k for k in theirs if k.startswith("layer1.0.")]
+    assert block[:3] == ["layer1.0.conv1.weight", "layer1.0.conv2.weight", "layer1.0.bn1.weight"]
+    target = randomised(build_model("resnet18", "bn", 10, None), seed=8)
+    load_authors_state_dict(target, theirs, "resnet18")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        assert torch.equal(target(x), source(x))
+
+
 def test_data_parallel_prefixes_and_the_unused_preact_batchnorm_are_dropped():
     source = randomised(build_model("preact", "bn", 10, None), seed=4)
     state = source.state_dict()
