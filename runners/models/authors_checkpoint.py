@@ -86,8 +86,8 @@ def _is_conv(tensors: Mapping[str, Tensor] | None) -> bool:
 
 def _conv_of(prefix: str, modules: Mapping[str, Mapping[str, Tensor]]) -> str | None:
     """The convolution a BatchNorm at `prefix` belongs to, by the names both codes use:
-    `bnK`/`normK` -> `convK` (`bn` -> `conv`) in the same parent; in a Sequential, the conv before it
-    (conv -> BN) or, for a pre-activation unit (BN -> ReLU -> conv), the conv after it."""
+    `bnK`/`normK` -> `convK` (`bn` -> `conv`) in the same parent; in a Sequential, the conv
+    before it (conv -> BN) or, for a pre-activation unit (BN -> ReLU -> conv), the one after."""
     parent, _, name = prefix.rstrip(".").rpartition(".")
     parent = f"{parent}." if parent else ""
     candidates = []
