@@ -101,9 +101,15 @@ def _conv_of(prefix: str, modules: Mapping[str, Mapping[str, Tensor]]) -> str | 
 
 
 def _signatures(modules: Mapping[str, Mapping[str, Tensor]]) -> dict[str, tuple]:
-    out = {}
+    out, last_conv = {}, None
     for prefix, tensors in modules.items():
-        conv = _conv_of(prefix, modules) if _is_batch_norm(tensors) else None
+        conv = None
+        if _is_batch_norm(tensors):
+            # By name, else the conv registered last before it (a stem's BN in its own
+            # Sequential, a final BN after the last block).
+            conv = _conv_of(prefix, modules) or last_conv
+        elif _is_conv(tensors):
+            last_conv = prefix
         anchor = _signature(modules[conv]) if conv else None
         out[prefix] = (_signature(tensors), anchor)
     return out
