@@ -38,7 +38,7 @@ RUN_NEEDS: dict[str, tuple[bool, int, int]] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Datasets (nd-spec.md 3.1, 3.3, 3.4)
+# Datasets (docs/method.md#training-protocol)
 # ---------------------------------------------------------------------------------------------
 
 _CIFAR10 = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
@@ -156,8 +156,9 @@ DATASETS: dict[str, Dataset] = {
             "usual valprep.sh script",
             image_folder=True,
             augment=True,
-            # main_imagenet.py's batch 256, weight decay 1e-4, --block-fc 64 (nd-spec 3.4)
-            protocol={"batch_size": 256, "weight_decay": 1e-4},
+            # main_imagenet.py's batch 256, weight decay 1e-4, multistep at 0.3 E, --block-fc 64
+            # (docs/method.md#imagenet-protocol)
+            protocol={"batch_size": 256, "weight_decay": 1e-4, "lr_milestone": 0.3},
             nd_protocol={"block_fc": 64},
             paper_table=2,
         ),
@@ -265,8 +266,9 @@ def _cnn(name: str, paper_name: str, cifar: str | None, speed: float | None = No
     return Arch(name, paper_name, builders)
 
 
-# The ImageNet models of the authors' main_imagenet.py (nd-spec 2.8): the same paper names as
-# the CIFAR models, another network (7x7/2 stem, 224-px inputs). VGG-11 has no CIFAR build.
+# The ImageNet models of the authors' main_imagenet.py (docs/method.md#imagenet-models): the
+# same paper names as the CIFAR models, another network (7x7/2 stem, 224-px inputs). VGG-11
+# has no CIFAR build.
 _IMAGENET = {
     "vgg11": Builder("imagenet_vgg:vgg11", ALL_NORMS, 1200.0),
     "resnet18": Builder("imagenet_resnet:resnet18", BN_ND, 2500.0),

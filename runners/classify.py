@@ -1,4 +1,5 @@
-"""One classification training run, top to bottom: the authors' protocol (nd-spec.md section 3).
+"""One classification training run, top to bottom: the authors' protocol
+(docs/method.md#training-protocol).
 
     spec -> run_dir/{spec.yaml, provenance.json, metrics.jsonl, checkpoint.pt, log.txt, result.json}
 
@@ -9,12 +10,16 @@ The protocol, as the authors' main.py/net_util.py (and main_imagenet.py) run it:
   for every parameter (BN/ND biases and scales included), batch 128, partial last batch kept;
 - cosine schedule to 0 with T_max = iterations per epoch * epochs, stepped after every
   optimiser step, so a 1-, 20- or 100-epoch run is its own run from scratch; the multistep
-  alternative is stepped at the start of every epoch (its decays come one epoch early);
+  and step alternatives (docs/method.md#schedules) are stepped at the start of every epoch
+  (their decays come one epoch early);
 - step order forward -> loss -> backward -> step -> scheduler.step -> zero_grad;
 - evaluation after every epoch in eval mode (ND uses its running statistics), top-1 and top-5.
+- every run seeded; cuDNN deterministic only when the spec asks (main_imagenet.py --seed).
 ImageNet runs use main_imagenet.py's batch 256 and weight decay 1e-4 (the spec's defaults for
-that dataset) on one device by default; with the spec's `gpus` > 1 one process per GPU runs
-DDP with the authors' DataParallel semantics (runners/distributed.py, docs/fidelity.md 8f).
+that dataset) on one device by default; the authors' DataParallel is not used (with it, the
+ND statistics of replicas other than the first are discarded: docs/method.md#imagenet-protocol).
+With the spec's `gpus` > 1 one process per GPU runs DDP with the authors' DataParallel
+semantics (runners/distributed.py, docs/fidelity.md 8f).
 A run resumes from checkpoint.pt at the next epoch; a non-finite loss ends it as "diverged".
 
 Usable alone: python -m runners.classify --spec spec.yaml --out DIR [--data-dir D]
@@ -57,14 +62,15 @@ from runners.deconv import (
     set_ns_impl,
     statistics_finite,
 )
+from runners.device import auto_workers, device_name, pick_device
 from runners.device_data import load_device_data, resolve_data_path
 from runners.errors import RunnerInputError
 from runners.models import build_model, input_kind_of
 from runners.specs.classify import ClassifySpec
 
 CHECKPOINT_FORMAT = 1
-MULTISTEP_FIRST = 0.4  # the authors' --milestone: first decay at 0.4 E, then every 0.4 E
-MULTISTEP_GAMMA = 0.1  # --multistep-gamma
+MULTISTEP_FIRST = 0.4  # main.py's --milestone (the spec's lr_milestone holds the run's value)
+MULTISTEP_GAMMA = 0.1  # --multistep-gamma, for multistep and step alike
 # provenance.json's wording of the layers' default ("auto") Newton-Schulz implementation
 NS_GRADIENT = {"closed_form": "closed-form gradient", "unrolled": "unrolled autograd"}
 NS_GRADIENT["spectral"] = "spectral forward (eigh) and closed-form gradient"
@@ -129,7 +135,10 @@ def run(
         dev = distributed.init(env, dev.type)
     if num_workers is None:
         num_workers = auto_workers(dev)
-    with precision_settings(cfg.allow_tf32, dev) as precision, cpu_threads(threads):
+    with (
+        precision_settings(cfg.allow_tf32, dev, cfg.cudnn_deterministic) as precision,
+        cpu_threads(threads),
+    ):
         # --- model, data, optimiser: seeded first, as the authors' torch.manual_seed(0) ---
         seed_everything(cfg.seed)
         data_path = resolve_data_path(cfg.data_path, cfg.dataset, dev, cfg.gpus)
@@ -254,8 +263,8 @@ def train_and_evaluate(
     epoch: int,
 ) -> dict[str, Any]:
     """Train one epoch, evaluate, and return the epoch's metrics line (rundir.EPOCH_FIELDS)."""
-    if cfg.lr_schedule == "multistep":
-        step_quietly(scheduler)  # the authors step it at the start of every epoch
+    if cfg.lr_schedule != "cosine":
+        step_quietly(scheduler)  # the authors step multistep and step at the start of an epoch
     start = time.perf_counter()
     train_loss, train_top1, seen = train_epoch(cfg, model, optimizer, scheduler, data, dev, epoch)
     if dev.type == "cuda":
@@ -383,24 +392,32 @@ def evaluate(model: nn.Module, loader: DataLoader, dev: torch.device) -> tuple[f
 def make_scheduler(
     cfg: ClassifySpec, optimizer: torch.optim.Optimizer, iters_per_epoch: int
 ) -> LRScheduler:
-    """Cosine to 0 over the run's own budget, or the authors' multistep alternative."""
+    """Cosine to 0 over the run's own budget, or the authors' per-epoch alternatives:
+    multistep at fractions `lr_milestone` of the epochs, or StepLR every `lr_step_size`."""
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=iters_per_epoch * cfg.epochs, eta_min=0.0
         )
+    if cfg.lr_schedule == "step":  # main_imagenet.py --lr-scheduler step
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=cfg.lr_step_size, gamma=MULTISTEP_GAMMA
+        )
     return torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=multistep_milestones(cfg.epochs), gamma=MULTISTEP_GAMMA
+        optimizer,
+        milestones=multistep_milestones(cfg.epochs, cfg.lr_milestone),
+        gamma=MULTISTEP_GAMMA,
     )
 
 
-def multistep_milestones(epochs: int) -> list[int]:
-    """[floor(0.4 E), 2 floor(0.4 E), ...] while under E: [40, 80] for 100, [8, 16] for 20."""
-    first = int(MULTISTEP_FIRST * epochs)
+def multistep_milestones(epochs: int, fraction: float = MULTISTEP_FIRST) -> list[int]:
+    """[floor(f E), 2 floor(f E), ...] while under E: for f = 0.4 (main.py) [40, 80] of 100
+    and [8, 16] of 20; for f = 0.3 (main_imagenet.py) [27, 54, 81] of 90."""
+    first = int(fraction * epochs)
     if first < 1:
         raise RunnerInputError(
-            f"lr_schedule multistep needs at least 3 epochs (got {epochs}): the authors' "
-            "first milestone floor(0.4 * epochs) would be 0 (their code loops forever); "
-            "use lr_schedule cosine for short runs"
+            f"lr_schedule multistep needs at least {math.ceil(1 / fraction)} epochs "
+            f"(got {epochs}): the authors' first milestone floor({fraction} * epochs) would be "
+            "0 (their code loops forever); use lr_schedule cosine for short runs"
         )
     milestones = [first]
     while milestones[-1] + first < epochs:
@@ -417,62 +434,36 @@ def step_quietly(scheduler: LRScheduler) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Device, precision, seeds
+# Precision, seeds
 # ---------------------------------------------------------------------------------------------
 
 
-def pick_device(name: str | None) -> torch.device:
-    """'auto' (default): CUDA when present, else the CPU; 'cpu'; 'cuda' or 'cuda:N'."""
-    name = name or "auto"
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RunnerInputError(
-            f"device {name!r} requested but CUDA is not available on this machine; "
-            "use --device cpu or --device auto"
-        )
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise RunnerInputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-
-
-def auto_workers(dev: torch.device) -> int:
-    """Data-loader workers when the caller does not say: none on the CPU (they would compete
-    with the training threads); on a GPU one per usable core but one, at most the authors' 16
-    (main.py's --workers), so decoding keeps up with the device."""
-    if dev.type != "cuda":
-        return 0
-    return max(0, min(16, len(os.sched_getaffinity(0)) - 1))
-
-
-def device_name(dev: torch.device) -> str:
-    if dev.type != "cuda":
-        return dev.type
-    index = dev.index if dev.index is not None else torch.cuda.current_device()
-    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-
-
 @contextlib.contextmanager
-def precision_settings(allow_tf32: bool, dev: torch.device) -> Iterator[dict[str, Any]]:
-    """Apply the spec's TF32 choice (nd-spec 5.3) and the authors' cudnn.benchmark, and put
-    the process-wide flags back afterwards (tests and the launcher run several runs)."""
+def precision_settings(
+    allow_tf32: bool, dev: torch.device, deterministic: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Apply the spec's TF32 choice (docs/method.md#precision), the authors' cudnn.benchmark
+    and, when asked, cuDNN's deterministic algorithms (main_imagenet.py --seed); put the
+    process-wide flags back afterwards (tests and the launcher run several runs)."""
     backends = (torch.backends.cuda.matmul, torch.backends.cudnn)
-    saved = [b.allow_tf32 for b in backends], torch.backends.cudnn.benchmark
+    cudnn = torch.backends.cudnn
+    saved = [b.allow_tf32 for b in backends], cudnn.benchmark, cudnn.deterministic
     try:
         for backend in backends:
             backend.allow_tf32 = allow_tf32
-        torch.backends.cudnn.benchmark = dev.type == "cuda"  # main.py sets it True
+        cudnn.benchmark = dev.type == "cuda"  # main.py and main_imagenet.py set it True
+        cudnn.deterministic = deterministic
         yield {
             "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_allow_tf32": cudnn.allow_tf32,
+            "cudnn_benchmark": cudnn.benchmark,
+            "cudnn_deterministic": cudnn.deterministic,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
         }
     finally:
         for backend, value in zip(backends, saved[0], strict=True):
             backend.allow_tf32 = value
-        torch.backends.cudnn.benchmark = saved[1]
+        cudnn.benchmark, cudnn.deterministic = saved[1], saved[2]
 
 
 @contextlib.contextmanager

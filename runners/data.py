@@ -1,4 +1,5 @@
-"""The datasets of the classification runs, with the authors' transforms (nd-spec.md 3.1, 3.3, 3.4).
+"""The datasets of the classification runs, with the authors' transforms
+(docs/method.md#cifar-protocol, #mnist-protocol, #imagenet-protocol).
 
 - CIFAR-10/100: RandomCrop(32, padding 4) + RandomHorizontalFlip + ToTensor + Normalize
   (per-dataset mean/std of the authors' main.py) for training; ToTensor + Normalize for test.

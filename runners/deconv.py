@@ -1,23 +1,28 @@
-"""Network Deconvolution layers as the authors' code implements them (nd-spec.md section 1).
+"""Network Deconvolution layers as the authors' code implements them (docs/method.md#layers).
 
-- `isqrt_newton_schulz` / `isqrt_exact`: inverse square roots of SPD matrices (nd-spec 1.1).
-- `FastDeconv`: the layer that replaces Conv2d + BatchNorm (nd-spec 1.2, 1.3).
-- `Delinear`: HEAD's decorrelated linear classifier head (nd-spec 1.4).
-- `ChannelDeconv`: the paper-era `--block-fc` head and the MLP's layer (nd-spec 1.5).
+- `isqrt_newton_schulz` / `isqrt_exact`: inverse square roots of SPD matrices
+  (docs/method.md#inverse-square-root).
+- `FastDeconv`: the layer that replaces Conv2d + BatchNorm (docs/method.md#fastdeconv,
+  #grouped-and-depthwise-convolutions).
+- `Delinear`: HEAD's decorrelated linear classifier head (docs/method.md#delinear).
+- `ChannelDeconv`: the paper-era `--block-fc` head and the MLP's layer
+  (docs/method.md#channeldeconv).
 
 Every open fidelity choice is a constructor option whose default is the authors' code
-(nd-spec.md section 7). Departures from that code, all deliberate:
+(docs/method.md#fidelity-options). Departures from that code, all deliberate:
 
 - The statistics (mean, covariance, inverse root) and the weight fold always run in float32 or
   wider with autocast disabled, because half precision destroys the small-eigenvalue
-  directions (nd-spec 5.3).
+  directions (docs/method.md#precision).
 - A non-finite batch covariance raises `NonFiniteStatisticsError` before any running buffer
   is touched, so a diverged step cannot poison the model's statistics.
 - `FastDeconv.counter` is a persistent buffer, so a resumed run continues the freeze cycle; the
-  authors kept it as a plain attribute, lost on checkpoint and under DataParallel (nd-spec 5.7).
+  authors kept it as a plain attribute, lost on checkpoint and under DataParallel
+  (docs/method.md#freeze-cycle).
 - `FastDeconv(bias=False)` works (the folded bias is then -W'mu); the authors' code crashes.
 - `ChannelDeconv` evaluated before any training step uses its initial buffers (mean 0, D = I,
-  variance 1), i.e. the identity transform, where the authors' code fails (nd-spec 1.5 step 8).
+  variance 1), i.e. the identity transform, where the authors' code fails
+  (docs/method.md#channeldeconv).
 
 Implementation choices that change no result beyond rounding (for speed, see
 benchmarks/README.md): on the CPU the Newton-Schulz gradient is evaluated in closed form
@@ -38,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runners.catalogue import ND_N_ITER
-from runners.specs.classify import FC_MOMENTS, ND_LAYOUTS  # the options, named once
+from runners.specs.nd_options import FC_MOMENTS, ND_LAYOUTS  # the options, named once
 
 ISQRT_METHODS = ("newton_schulz", "exact")
 NS_IMPLS = ("auto", "unrolled", "closed_form", "spectral")
@@ -66,11 +71,11 @@ def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
 def isqrt_newton_schulz(a: Tensor, n_iter: int, impl: str = "auto") -> Tensor:
     """A^{-1/2} of SPD matrices `a` (..., d, d) by the coupled Newton-Schulz iteration.
 
-    As the authors' solver (nd-spec 1.1): Y0 = A/||A||_F (Frobenius norm per matrix), Z0 = I,
-    then n_iter times T = (3I - ZY)/2, Y <- YT, Z <- TZ, and return Z/sqrt(||A||_F), with
-    gradients through the norm and the iteration. The n_iter steps compute a fixed polynomial p
-    of Y0 (Z_n = p(Y0)); `impl` chooses how p and its gradient are evaluated, all equal up to
-    rounding (tests/test_deconv.py):
+    As the authors' solver (docs/method.md#inverse-square-root): Y0 = A/||A||_F (Frobenius
+    norm per matrix), Z0 = I, then n_iter times T = (3I - ZY)/2, Y <- YT, Z <- TZ, and return
+    Z/sqrt(||A||_F), with gradients through the norm and the iteration. The n_iter steps
+    compute a fixed polynomial p of Y0 (Z_n = p(Y0)); `impl` chooses how p and its gradient
+    are evaluated, all equal up to rounding (tests/test_deconv.py):
 
     - "unrolled": the matrix iteration, differentiated by autograd (the authors' code). It uses
       3 fewer matmuls than theirs (Z0 = I in the first step; the last Y is unused).
@@ -217,7 +222,7 @@ class _RidgeGram(torch.autograd.Function):
 
     Autograd would treat X and X^T as two inputs and run two GEMMs of the size of the forward;
     the gradient of a Gram matrix is (G + G^T) X, one GEMM. This halves the backward cost of the
-    covariance, the largest statistics GEMM (nd-spec 6). The scale is applied to the small
+    covariance, the largest statistics GEMM (docs/method.md#cost). The scale is applied to the small
     (n, n) factor, not to the large result.
     """
 
@@ -447,6 +452,23 @@ def _select_block(block: int, channels: int) -> int:
     return block
 
 
+def _accept_authors_buffers(layer: FastDeconv, state_dict: dict, prefix: str) -> None:
+    """Convert, in `state_dict`, a FastDeconv state saved by the authors' code to ours.
+
+    Their grouped layer keeps `running_mean` flat, k^2*C values in the im2col column order
+    (channel-major), so group j's mean is entries [j n_f, (j+1) n_f): ours is the same numbers
+    viewed as (groups, n_f). Their freeze counter is a plain attribute, absent from the state:
+    it starts at 0, as theirs does after a load.
+    """
+    key = prefix + "running_mean"
+    mean = state_dict.get(key)
+    flat = layer.groups > 1 and isinstance(mean, Tensor) and mean.dim() == 1
+    if flat and mean.numel() == layer.running_mean.numel():  # else the size error names the key
+        state_dict[key] = mean.reshape(layer.running_mean.shape)
+    if prefix + "running_deconv" in state_dict and prefix + "counter" not in state_dict:
+        state_dict[prefix + "counter"] = torch.zeros((), dtype=torch.long)
+
+
 # ---------------------------------------------------------------------------------------------
 # FastDeconv
 # ---------------------------------------------------------------------------------------------
@@ -481,9 +503,10 @@ class FastDeconv(nn.Module):
     mu (starting at I and 0) serve eval and frozen training.
 
     layout (groups=1 only): "interleaved" (authors' code: block g = patch coordinates
-    col = c*k^2 + p with col % G == g, nd-spec 1.2 step 3) or "contiguous" (paper-literal
+    col = c*k^2 + p with col % G == g, docs/method.md#blocks) or "contiguous" (paper-literal
     ablation: block g = channels [gB, (g+1)B) with their full k x k patch). Both share one D and
-    one mean across the G blocks. With groups > 1 each conv group has its own D (nd-spec 1.3).
+    one mean across the G blocks. With groups > 1 each conv group has its own D
+    (docs/method.md#grouped-and-depthwise-convolutions).
     ns_impl: how the Newton-Schulz polynomial and its gradient are evaluated ("auto",
     "unrolled" = the authors' autograd through the iteration, "closed_form", "spectral"); the
     same D and gradient up to rounding (see `isqrt_newton_schulz`).
@@ -526,7 +549,7 @@ class FastDeconv(nn.Module):
         self.eps, self.n_iter, self.momentum = eps, n_iter, momentum
         self.freeze, self.freeze_iter = freeze, freeze_iter
         self.layout, self.isqrt, self.ns_impl = layout, isqrt, ns_impl
-        self.sampling_stride = sampling_stride * stride  # effective stride s (nd-spec 1.2)
+        self.sampling_stride = sampling_stride * stride  # effective s (docs/method.md#sampling)
         # Block rules in the authors' order: a grouped conv overrides whatever was asked.
         self.block = in_channels // groups if groups > 1 else _select_block(block, in_channels)
         self.num_features = kernel_size**2 * self.block  # n_f
@@ -579,6 +602,7 @@ class FastDeconv(nn.Module):
         return s
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        _accept_authors_buffers(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._count = int(self.counter)
 
@@ -629,7 +653,7 @@ class FastDeconv(nn.Module):
     # -- forward -----------------------------------------------------------------------------
 
     def _next_frozen(self) -> bool:
-        """The authors' freeze bookkeeping (nd-spec 1.2 step 1), advancing the counter.
+        """The authors' freeze bookkeeping (docs/method.md#freeze-cycle), advancing the counter.
 
         Only freezing layers need the decision on the host (from the mirror `_count`, never
         from the device); the others advance the buffer with a device op, so their forward has
@@ -649,7 +673,7 @@ class FastDeconv(nn.Module):
         return frozen
 
     def _fold(self, mean: Tensor, deconv: Tensor) -> tuple[Tensor, Tensor]:
-        """W' = W D per block and b' = bias - sum_blocks W' mu (nd-spec 1.2 step 8)."""
+        """W' = W D per block and b' = bias - sum_blocks W' mu (docs/method.md#folding)."""
         w = self.weight.to(deconv.dtype)
         c_out, n_f = self.out_channels, self.num_features
         if self.groups > 1:
@@ -685,7 +709,8 @@ class FastDeconv(nn.Module):
 
 
 class Delinear(nn.Module):
-    """A linear layer whose input is decorrelated in contiguous feature chunks (nd-spec 1.4).
+    """A linear layer whose input is decorrelated in contiguous feature chunks
+    (docs/method.md#delinear).
 
     The input (N, in_features) is viewed as rows of `block` features (each sample contributes
     in_features/block rows), centred, and whitened by D = (Cov + eps I)^{-1/2} folded into the
@@ -754,14 +779,15 @@ class Delinear(nn.Module):
 
 
 class ChannelDeconv(nn.Module):
-    """Channel decorrelation of a feature map, applied to the data (nd-spec 1.5).
+    """Channel decorrelation of a feature map, applied to the data (docs/method.md#channeldeconv).
 
     The first c = floor(C/B)*B channels are whitened by one shared D (B x B) in a strided
     grouping (feature r of sample (j, n, h, w) is channel r*(c/B) + j); statistics use every
     s^2-th sample when H, W >= s. The leftover channels [c, C) are standardised by one scalar
-    mean and unbiased variance. The first training call copies the batch statistics into the
-    running buffers, later calls update them by EMA; eval uses them (before any training step
-    they are mean 0, D = I, variance 1: the identity transform).
+    mean and unbiased variance, from every s^2-th of each sample's leftover values. The first
+    training call copies the batch statistics into the running buffers, later calls update them
+    by EMA; eval uses them (before any training step they are mean 0, D = I, variance 1: the
+    identity transform).
 
     moment: "uncentred" (authors' code since ac75711: D from E[x x^T] + eps I, applied to the
     centred data; inputs with mean 3 and identity covariance come out with variance ~0.88) or
@@ -831,7 +857,9 @@ class ChannelDeconv(nn.Module):
 
     def _standardise(self, x2: Tensor, h: int, w: int) -> Tensor:
         if self.training:
-            sample = self._subsample(x2.transpose(0, 1).reshape(1, -1), h, w)
+            # As the authors: every s^2-th value within each sample's (channel, h, w)-ordered
+            # leftover values, each sample's sub-sample starting at its first value.
+            sample = self._subsample(x2.reshape(x2.shape[0], -1), h, w)
             mean, var = sample.mean(), sample.var()
             if not bool(torch.isfinite(var)):
                 raise NonFiniteStatisticsError(

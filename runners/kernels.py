@@ -1,6 +1,6 @@
-"""First-layer deconvolution kernels and their centre-surround score (nd-spec.md section 4).
+"""First-layer deconvolution kernels and their centre-surround score (docs/method.md#kernel-figure).
 
-What is computed (the procedure of nd-spec 4, mirroring what a FastDeconv stem computes):
+What is computed (docs/method.md#kernel-figure, mirroring what a FastDeconv stem computes):
 1. N RGB images, preprocessed like training (resize, crop, ToTensor, Normalize).
 2. All k x k x 3 patches (torch unfold, so coordinate c*k^2 + i*k + j, as the layer's im2col),
    pooled over all N images into one mean and one covariance (float64).
@@ -17,7 +17,7 @@ centre-surround when the ring has the opposite sign of the centre and
 Why 0.05: the claim is visual, and on the figure's diverging scale (+-|centre|) a ring below
 5 % of the centre is within the first step of the colour map, i.e. invisible. Measured here:
 the converged root gives ratios 0.11-0.14 on photographs and 1/f images, the layer's n = 5
-Newton-Schulz 0.02-0.04 (almost a delta, as nd-spec 4), white noise < 0.005.
+Newton-Schulz 0.02-0.04 (almost a delta, as docs/method.md#kernel-figure), white noise < 0.005.
 
 Metric keys of RunResult.metrics (all floats; `<ch>` is red, green or blue):
 - centre_surround_score: fraction of the 3 colour channels that are centre-surround (the
@@ -52,8 +52,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from runners import catalogue, rundir
-from runners.classify import pick_device
 from runners.deconv import isqrt_exact, isqrt_newton_schulz
+from runners.device import pick_device
 from runners.errors import RunnerInputError
 from runners.specs.kernels import KernelsSpec
 
@@ -334,7 +334,8 @@ class PatchMoments:
 def deconv_matrix(
     cov: Tensor, eps: float, isqrt: str = "exact", n_iter: int | None = None
 ) -> Tensor:
-    """D = (cov + eps I)^{-1/2}, exactly or by `n_iter` Newton-Schulz iterations (nd-spec 1.1)."""
+    """D = (cov + eps I)^{-1/2}, exactly or by `n_iter` Newton-Schulz iterations
+    (docs/method.md#inverse-square-root)."""
     a = cov + eps * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
     if isqrt == "exact":
         return isqrt_exact(a)

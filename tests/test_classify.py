@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from audit import cli
-from runners import classify, rundir
+from runners import classify, device, rundir
 from runners.errors import RunnerInputError
+from runners.specs.classify import ClassifySpec
 from tests import fakedata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,6 +229,44 @@ def test_multistep_milestones_and_their_per_epoch_stepping(tmp_path):
     lrs = [r["lr"] for r in rundir.read_jsonl(tmp_path / "run" / rundir.METRICS_FILE)]
     # milestones [2, 4], stepped at each epoch's start: the decays come one epoch early
     assert lrs == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001])
+    train(mlp_spec(lr_schedule="step", lr_step_size=2, epochs=3), tmp_path / "step", small)
+    lrs = [r["lr"] for r in rundir.read_jsonl(tmp_path / "step" / rundir.METRICS_FILE)]
+    assert lrs == pytest.approx([0.1, 0.01, 0.01])  # StepLR(2), also stepped at epoch start
+
+
+def test_imagenet_multistep_decays_at_three_tenths_of_the_epochs():
+    # main_imagenet.py's --milestone 0.3: 27, 54, 81 of 90 (main.py's 0.4 would give 36, 72)
+    assert classify.multistep_milestones(90, 0.3) == [27, 54, 81]
+    with pytest.raises(RunnerInputError, match="at least 4 epochs"):
+        classify.multistep_milestones(3, 0.3)
+
+
+def scheduler_lrs(spec: dict, epochs_to_run: int) -> list[float]:
+    """The learning rate of each epoch as `run` drives the scheduler (stepped at the start of
+    every epoch for the per-epoch schedules), without training."""
+    cfg = ClassifySpec.from_dict(spec)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    scheduler = classify.make_scheduler(cfg, optimizer, iters_per_epoch=1)
+    lrs = []
+    for _ in range(epochs_to_run):
+        classify.step_quietly(scheduler)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    return lrs
+
+
+IMAGENET_SPEC = {"dataset": "imagenet", "arch": "resnet18", "norm": "nd", "epochs": 90}
+
+
+def test_imagenet_multistep_and_step_schedules_as_main_imagenet_drives_them():
+    lrs = scheduler_lrs({**IMAGENET_SPEC, "lr_schedule": "multistep"}, 90)
+    # decays at milestones 27, 54, 81, each one epoch early (stepped before the epoch)
+    assert [i for i in range(1, 90) if lrs[i] < lrs[i - 1] * 0.5] == [26, 53, 80]
+    assert lrs[0] == pytest.approx(0.1) and lrs[-1] == pytest.approx(1e-4)
+    lrs = scheduler_lrs({**IMAGENET_SPEC, "lr_schedule": "step"}, 90)
+    assert [i for i in range(1, 90) if lrs[i] < lrs[i - 1] * 0.5] == [29, 59, 89]
+    cifar = {**IMAGENET_SPEC, "dataset": "cifar10", "arch": "vgg16", "epochs": 100}
+    lrs = scheduler_lrs({**cifar, "lr_schedule": "multistep"}, 100)
+    assert [i for i in range(1, 100) if lrs[i] < lrs[i - 1] * 0.5] == [39, 79]
 
 
 def tiny_cifar_run(tmp_path: Path, **fields) -> rundir.RunResult:
@@ -273,6 +312,18 @@ def test_imagenet_resnet18_trains_with_main_imagenets_protocol(tmp_path, norm):
     assert kernels[0] == (64, 3, 7, 7)  # the ImageNet stem, not the CIFAR ResNet's 3x3
     assert checkpoint["optimizer"]["param_groups"][0]["weight_decay"] == 1e-4
     assert checkpoint["scheduler"]["T_max"] == 1  # 6 images, one partial batch of 256
+
+
+def test_cudnn_deterministic_is_applied_for_the_run_and_recorded(tmp_path, mnist_dir):
+    before = torch.backends.cudnn.deterministic
+    train(mlp_spec(epochs=1, cudnn_deterministic=True), tmp_path / "run", mnist_dir)
+    provenance = json.loads((tmp_path / "run" / rundir.PROVENANCE_FILE).read_text())
+    assert provenance["precision"]["cudnn_deterministic"] is True
+    assert rundir.read_spec(tmp_path / "run")["cudnn_deterministic"] is True
+    assert torch.backends.cudnn.deterministic == before  # the process-wide flag is put back
+    train(mlp_spec(epochs=1), tmp_path / "plain", mnist_dir)
+    provenance = json.loads((tmp_path / "plain" / rundir.PROVENANCE_FILE).read_text())
+    assert provenance["precision"]["cudnn_deterministic"] is False
 
 
 def test_module_entry_point(tmp_path, mnist_dir, capsys, monkeypatch):
@@ -340,14 +391,14 @@ def test_audit_train_missing_data_exits_2(tmp_path, capsys):
 
 
 def test_loader_workers_default_to_none_on_the_cpu_and_the_free_cores_on_a_gpu(monkeypatch):
-    assert classify.auto_workers(torch.device("cpu")) == 0
+    assert device.auto_workers(torch.device("cpu")) == 0
     gpu = torch.device("cuda")  # only its type is read: testable without a GPU
-    monkeypatch.setattr(classify.os, "sched_getaffinity", lambda _: set(range(8)))
-    assert classify.auto_workers(gpu) == 7  # one core stays with the training process
-    monkeypatch.setattr(classify.os, "sched_getaffinity", lambda _: set(range(64)))
-    assert classify.auto_workers(gpu) == 16  # the authors' --workers
-    monkeypatch.setattr(classify.os, "sched_getaffinity", lambda _: {0})
-    assert classify.auto_workers(gpu) == 0
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda _: set(range(8)))
+    assert device.auto_workers(gpu) == 7  # one core stays with the training process
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda _: set(range(64)))
+    assert device.auto_workers(gpu) == 16  # the authors' --workers
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda _: {0})
+    assert device.auto_workers(gpu) == 0
 
 
 def test_loader_workers_change_nothing_without_augmentation(tmp_path, mnist_dir):

@@ -1,4 +1,5 @@
-"""Tests of the Network Deconvolution layers against explicit re-computations (nd-spec.md 1).
+"""Tests of the Network Deconvolution layers against explicit re-computations
+(docs/method.md#layers).
 
 The references below are written independently of the layer's reshapes: patch coordinates are
 assigned to blocks by explicit index lists, whitening is applied to the data patch by patch, and
@@ -60,7 +61,7 @@ def _blocks(layer: FastDeconv) -> list[list[int]]:
 
 
 def _sampled_rows(layer: FastDeconv, x: torch.Tensor) -> torch.Tensor:
-    """All sampled patches as (N', C*k^2) rows, sampled as nd-spec 1.2 step 2 says."""
+    """All sampled patches as (N', C*k^2) rows, sampled as docs/method.md#sampling says."""
     s = layer.sampling_stride
     if layer.kernel_size > 1:
         u = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, s)
@@ -149,7 +150,7 @@ def test_newton_schulz_agrees_with_exact_and_is_partial_at_five_iterations():
     exact = isqrt_exact(a)
     assert torch.allclose(isqrt_newton_schulz(a, 20)[0], exact[0], rtol=1e-8, atol=1e-10)
     # Per-matrix Frobenius scaling: the ill-conditioned one is far from whitened at n=5
-    # (nd-spec 1.1), the well-conditioned one is close.
+    # (docs/method.md#inverse-square-root), the well-conditioned one is close.
     five = isqrt_newton_schulz(a, 5)
     err = torch.linalg.matrix_norm(five - exact) / torch.linalg.matrix_norm(exact)
     assert err[0] < 0.02 and err[1] > 0.3
@@ -503,7 +504,7 @@ def test_channel_deconv_moment(moment):
     x = torch.randn(4000, b, dtype=torch.float64) + 3.0  # mean 3, identity covariance
     var = layer(x).var(0)
     # Uncentred: D = (I + mu mu^T)^{-1/2} applied to centred data leaves variance
-    # 1 - (1 - 1/(1 + 9B))/B per channel (0.877 for B = 8) (nd-spec 1.5 step 4).
+    # 1 - (1 - 1/(1 + 9B))/B per channel (0.877 for B = 8) (docs/method.md#channeldeconv).
     expected = 1 - (1 - 1 / (1 + 9 * b)) / b if moment == "uncentred" else 1.0
     assert torch.allclose(var, torch.full_like(var, expected), atol=0.05)
 
@@ -521,7 +522,7 @@ def test_channel_deconv_strided_grouping_subsampling_and_leftover():
     cov = 1e-5 * torch.eye(4, dtype=x.dtype) + (sample - mean) @ (sample - mean).T / sample.shape[1]
     white = isqrt_newton_schulz(cov, 20) @ (cols - mean)
     assert torch.allclose(out[:, :8], white.view(8, 6, 6, 6).transpose(0, 1), atol=1e-10)
-    rest = x[:, 8:].transpose(0, 1).reshape(-1)[::9]
+    rest = torch.cat([x[n, 8:].flatten()[::9] for n in range(6)])  # per sample (6x6: any order)
     expected_rest = (x[:, 8:] - rest.mean()) / (rest.var() + 1e-5).sqrt()
     assert torch.allclose(out[:, 8:], expected_rest, atol=1e-10)
     # first call copies the statistics into the running buffers (no EMA from the initial ones)
@@ -530,6 +531,68 @@ def test_channel_deconv_strided_grouping_subsampling_and_leftover():
     layer(x)  # second call: EMA with momentum 0.5 of identical statistics leaves them unchanged
     assert torch.allclose(layer.running_mean1, mean, atol=1e-12)
     assert int(layer.num_batches_tracked) == 2
+
+
+def _authors_leftover_statistics(x: torch.Tensor, c: int, s: int) -> tuple[float, float]:
+    """Mean and unbiased variance of the authors' leftover sub-sample, by plain float64
+    arithmetic: for each sample, its leftover values in (channel, h, w) order, keeping the
+    values at positions 0, s^2, 2 s^2, ... of that sample's sequence."""
+    values: list[float] = []
+    n, channels, h, w = x.shape
+    for i in range(n):
+        sequence = [
+            float(x[i, ch, r, q]) for ch in range(c, channels) for r in range(h) for q in range(w)
+        ]
+        values += sequence[:: s * s] if h >= s and w >= s else sequence
+    mean = math.fsum(values) / len(values)
+    var = math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, var
+
+
+@pytest.mark.parametrize(
+    ("channels", "block", "size"),
+    # H*W not a multiple of s^2 = 9: the MobileNetV2 head's 4x4 map, PNASNetA's 8x8 map (whose
+    # 176 channels are all leftover under block 512)
+    [(20, 6, 4), (22, 4, 8), (7, 3, 4), (5, 8, 8)],
+)
+def test_channel_deconv_leftover_channels_follow_the_authors_per_sample_subsampling(
+    channels, block, size
+):
+    torch.manual_seed(12)
+    layer = ChannelDeconv(block, eps=1e-5, momentum=0.25).double()
+    c = channels // block * block
+    assert c < channels and (size * size) % 9 != 0
+    x = torch.randn(5, channels, size, size, dtype=torch.float64) * 3
+    x[:, c:] += torch.arange(channels - c, dtype=torch.float64).view(1, -1, 1, 1)  # uneven
+    x[1] += 2.0  # the samples differ, so which values are sampled matters
+    out = layer(x)
+    mean, var = _authors_leftover_statistics(x, c, 3)
+    assert layer.running_mean2.item() == pytest.approx(mean, rel=1e-12)  # first call: copied
+    assert layer.running_var.item() == pytest.approx(var, rel=1e-12)
+    expected = (x[:, c:] - mean) / math.sqrt(var + 1e-5)
+    assert torch.allclose(out[:, c:], expected, rtol=1e-12, atol=1e-12)
+    # the batch-flattened (channel, image, h, w) sub-sample differs on these shapes
+    flat = x[:, c:].transpose(0, 1).reshape(-1)[::9]
+    assert abs(flat.mean().item() - mean) > 1e-6
+    # second call: an EMA (momentum 0.25) towards the new batch's statistics
+    y = torch.randn(5, channels, size, size, dtype=torch.float64) + 1.0
+    layer(y)
+    mean_y, var_y = _authors_leftover_statistics(y, c, 3)
+    assert layer.running_mean2.item() == pytest.approx(0.75 * mean + 0.25 * mean_y, rel=1e-12)
+    assert layer.running_var.item() == pytest.approx(0.75 * var + 0.25 * var_y, rel=1e-12)
+    layer.eval()
+    expected = (y[:, c:] - layer.running_mean2) / (layer.running_var + 1e-5).sqrt()
+    assert torch.allclose(layer(y)[:, c:], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_channel_deconv_leftover_below_the_stride_uses_every_value():
+    torch.manual_seed(13)
+    layer = ChannelDeconv(2, eps=1e-5).double()
+    x = torch.randn(4, 3, 2, 2, dtype=torch.float64)  # 2x2 < s = 3: no sub-sampling
+    layer(x)
+    mean, var = _authors_leftover_statistics(x, 2, 3)
+    assert layer.running_mean2.item() == pytest.approx(mean, rel=1e-12)
+    assert layer.running_var.item() == pytest.approx(var, rel=1e-12)
 
 
 def test_channel_deconv_eval_before_training_is_identity_and_gradcheck():

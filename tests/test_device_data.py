@@ -1,4 +1,5 @@
-"""The device-resident CIFAR pipeline realises the authors' augmentation (nd-spec 3.1)."""
+"""The device-resident CIFAR pipeline realises the authors' augmentation
+(docs/method.md#cifar-protocol)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ImageNet models of Table 2 (nd-spec.md section 2.8): VGG-11, ResNet-18, DenseNet-121.
+"""The ImageNet models of Table 2 (docs/method.md#imagenet-models): VGG-11, ResNet-18, DenseNet-121.
 
 The BN and unnormalised builds are compared with torchvision's constructors, the authors' BN
 baselines, on the meta device (shapes only, no memory). The ND builds are checked against
@@ -29,7 +29,8 @@ from runners.specs.classify import NDOptions, protocol_nd_options
 BUILDS = [("vgg11", "none"), ("vgg11", "bn"), ("vgg11", "nd")] + [
     (arch, norm) for arch in ("resnet18", "densenet121") for norm in ("bn", "nd")
 ]
-# The authors' BN baselines are torchvision's models (nd-spec 2.8, main_imagenet.py -a ...).
+# The authors' BN baselines are torchvision's models (main_imagenet.py -a ...;
+# docs/method.md#imagenet-models).
 TORCHVISION = {
     ("vgg11", "none"): torchvision.models.vgg11,
     ("vgg11", "bn"): torchvision.models.vgg11_bn,
@@ -339,7 +340,8 @@ def test_vgg11_baselines_get_torchvision_init(norm: str) -> None:
 
 
 def test_vgg11_nd_keeps_the_default_init_unless_asked() -> None:
-    # The authors' vgg11d call skips the init (nd-spec 2.8): PyTorch's default everywhere.
+    # The authors' vgg11d call skips the init (docs/method.md#imagenet-models): PyTorch's
+    # default everywhere.
     default = model("vgg11", "nd")
     first_fc = default.classifier[0].fc.weight
     assert_close(std(first_fc), pytorch_default_std(first_fc))  # 0.0036, not 0.01

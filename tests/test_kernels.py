@@ -2,7 +2,7 @@
 
 Real data: the offline scikit-image colour photographs. Synthetic data: white noise (no
 correlation: the whitening kernel must be a scaled delta) and 1/f images (natural-image-like
-spectra, as in nd-spec 4's verified check).
+spectra, as in docs/method.md#kernel-figure's verified check).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def test_one_over_f_exact_root_is_centre_surround_but_ns5_is_almost_a_delta():
     assert exact["opponent_fraction"] > 0.5  # other-channel centres mostly of opposite sign
     assert ns5["score"] == 0.0
     for name in ("red", "green", "blue"):
-        # nd-spec 4 [verified]: centre ~1.07, surround ~-0.05 at n = 5.
+        # docs/method.md#kernel-figure [verified]: centre ~1.07, surround ~-0.05 at n = 5.
         assert 0.9 < ns5["channels"][name]["centre"] < 1.2
         assert -0.08 < ns5["channels"][name]["ring"] < 0
         assert ns5["channels"][name]["centre_energy"] > 0.9

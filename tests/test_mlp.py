@@ -1,4 +1,4 @@
-"""The authors' sigmoid MLP with none / bn / nd (runners/models/mlp.py, nd-spec 2.7).
+"""The authors' sigmoid MLP with none / bn / nd (runners/models/mlp.py, docs/method.md#mlp).
 
 Real data: scikit-learn's 8x8 digits (in the wheel; the MLP is built with 64 inputs) and
 Fashion-MNIST from Debian's dataset-fashion-mnist package when it is installed.
@@ -135,7 +135,7 @@ def test_fashion_mnist_short_training_reaches_plausible_test_accuracy(one_torch_
     def load(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         images = read_idx(FASHION_MNIST / f"{split}-images-idx3-ubyte.gz", count)
         labels = read_idx(FASHION_MNIST / f"{split}-labels-idx1-ubyte.gz", count)
-        # ToTensor only: the authors do not normalise Fashion-MNIST (nd-spec 3.3).
+        # ToTensor only: the authors do not normalise Fashion-MNIST (docs/method.md#mnist-protocol).
         x = torch.tensor(images / 255.0, dtype=torch.float32).unsqueeze(1)
         return x, torch.tensor(labels.astype(np.int64))
 

@@ -1,7 +1,7 @@
-"""The CIFAR model zoo: architectures, the BN/ND switch and the heads (nd-spec.md section 2).
+"""The CIFAR model zoo: architectures, the BN/ND switch and the heads (docs/method.md#models).
 
-Parameter counts are compared with nd-spec 2.1's counts, verified against the authors' code,
-and with the paper's "Net Size" column. Forward passes use batches of 2 on the CPU.
+Parameter counts are compared with the counts in docs/method.md#models, verified against the
+authors' code, and with the paper's "Net Size" column. Forward passes use batches of 2 on the CPU.
 Every model is built through the registry (`build_model`), under the authors' --arch names
 for the six Table-1 models beyond the four main ones.
 """
@@ -26,7 +26,7 @@ EXTRA_ARCHS = ("preact", "mobilev2", "dpn", "pnasnetA", "senet", "efficient")
 ALL_ARCHS = ARCHS + EXTRA_ARCHS
 NORMS = ("bn", "nd")
 
-# nd-spec 2.1, counted on the authors' models (10 classes): (BN, ND).
+# docs/method.md#models, counted on the authors' models (10 classes): (BN, ND).
 AUTHORS_PARAMS = {
     "vgg16": (14_728_266, 14_719_818),
     "resnet18": (11_173_962, 11_169_162),

@@ -1,5 +1,8 @@
 """Specs: validation with clear messages, effective defaults, canonical hash, run ids."""
 
+import subprocess
+import sys
+
 import pytest
 
 from runners.errors import RunnerInputError
@@ -181,3 +184,72 @@ def test_imagenet_choices_are_recorded_as_deviations():
 def test_imagenet_bad_combinations_are_clear_errors(fields, message):
     with pytest.raises(RunnerInputError, match=message):
         effective_spec(fields)
+
+
+def test_schedule_options_are_recorded_per_dataset_only_where_they_apply():
+    cifar = effective_spec({**BASE, "lr_schedule": "multistep"})
+    assert "lr_milestone" not in cifar and "lr_step_size" not in cifar  # main.py's 0.4, implied
+    assert ClassifySpec.from_dict(cifar).lr_milestone == 0.4
+    imagenet = effective_spec({**IMAGENET, "arch": "resnet18", "norm": "nd"})
+    assert "lr_milestone" not in imagenet and "lr_step_size" not in imagenet  # cosine
+    multistep = effective_spec(
+        {**IMAGENET, "arch": "resnet18", "norm": "nd", "lr_schedule": "multistep"}
+    )
+    assert multistep["lr_milestone"] == 0.3  # main_imagenet.py's --milestone
+    step = effective_spec({**IMAGENET, "arch": "resnet18", "norm": "nd", "lr_schedule": "step"})
+    assert step["lr_step_size"] == 30 and "lr_milestone" not in step
+    assert ClassifySpec.from_dict(step).deviations() == ["lr_schedule=step (protocol: cosine)"]
+    # the effective spec reads back to itself (what a resume compares)
+    for spec in (cifar, multistep, step, effective_spec({**BASE, "lr_milestone": 0.5})):
+        assert effective_spec(spec) == spec
+    # an explicit 0.4 on ImageNet is a choice of its own, recorded and named as a deviation
+    explicit = effective_spec({**multistep, "lr_milestone": 0.4})
+    assert explicit["lr_milestone"] == 0.4 and run_id(explicit) != run_id(multistep)
+    assert "lr_milestone=0.4 (protocol: 0.3)" in ClassifySpec.from_dict(explicit).deviations()
+
+
+def test_a_schedule_option_of_another_schedule_changes_nothing():
+    assert run_id(effective_spec({**BASE, "lr_step_size": 10})) == run_id(effective_spec(BASE))
+    assert run_id(effective_spec({**BASE, "lr_milestone": 0.5})) == run_id(effective_spec(BASE))
+    assert ClassifySpec.from_dict({**BASE, "lr_milestone": 0.5}).deviations() == []
+    custom = effective_spec({**BASE, "lr_schedule": "multistep", "lr_milestone": 0.25})
+    assert custom["lr_milestone"] == 0.25
+
+
+def test_cudnn_deterministic_is_recorded_only_when_asked():
+    assert "cudnn_deterministic" not in effective_spec(BASE)
+    spec = effective_spec({**BASE, "cudnn_deterministic": True})
+    assert spec["cudnn_deterministic"] is True and run_id(spec) != run_id(effective_spec(BASE))
+    assert ClassifySpec.from_dict(spec).deviations() == [
+        "cudnn_deterministic=True (protocol: False)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({**BASE, "lr_schedule": "poly"}, "lr_schedule must be one of cosine, multistep, step"),
+        ({**BASE, "lr_milestone": 1.5}, "lr_milestone must be in (0, 1)"),
+        ({**BASE, "lr_milestone": True}, "lr_milestone must be in (0, 1)"),
+        ({**BASE, "lr_step_size": 0}, "lr_step_size must be a positive integer"),
+        ({**BASE, "cudnn_deterministic": "yes"}, "cudnn_deterministic must be true or false"),
+    ],
+)
+def test_bad_schedule_and_seeding_options(fields, message):
+    with pytest.raises(RunnerInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        effective_spec(fields)
+
+
+@pytest.mark.parametrize(
+    ("module", "absent"),
+    [
+        ("runners.models", "runners.specs.classify"),  # the registry needs only the ND options
+        ("runners.specs.nd_options", "runners.models"),
+        ("runners.kernels", "runners.classify"),  # the device choice is runners.device
+        ("runners.deconv", "runners.specs.classify"),
+    ],
+)
+def test_no_import_cycle_and_no_wrong_way_import(module, absent):
+    code = f"import sys, {module}; print({absent!r} in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec.add_argument(
         "--allow-tf32",
         action="store_true",
-        help="allow TF32 matmuls/convolutions (default off, nd-spec 5.3)",
+        help="allow TF32 matmuls/convolutions (default off, docs/method.md#precision)",
     )
 
     run = parser.add_argument_group("execution (not part of the spec)")

@@ -16,7 +16,7 @@ from runners.errors import RunnerInputError
 if TYPE_CHECKING:  # annotations only: importing this module must not import torch
     from torch import nn
 
-    from runners.specs.classify import NDOptions
+    from runners.specs.nd_options import NDOptions
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""DenseNet-121 for CIFAR (nd-spec.md section 2.4, the authors' `--arch densenet121`).
+"""DenseNet-121 for CIFAR (docs/method.md#densenet-121, the authors' `--arch densenet121`).
 
 Growth 32, dense blocks [6, 12, 24, 16], compression 0.5, a 3x3 stem 3->64. Units are
 pre-activation: BN -> ReLU -> conv in bn mode, ReLU -> FastDeconv in nd mode (the BNs are
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 
 class Bottleneck(nn.Module):

@@ -1,4 +1,4 @@
-"""DPN-92 for CIFAR (nd-spec.md section 2.6, the authors' `--arch dpn`).
+"""DPN-92 for CIFAR (docs/method.md#other-cifar-models, the authors' `--arch dpn`).
 
 Dual-path blocks: 1x1 -> grouped 3x3 (32 groups) -> 1x1 producing out_planes + dense_depth
 channels; the first out_planes are added to the (projected) input's, the rest are concatenated
@@ -6,7 +6,8 @@ to a growing densely connected path. Stages (3, 4, 20, 3) with strides 1/2/2/2, 
 avg_pool 4 and a linear layer on 2048 + 4 * 128 = 2560 features.
 
 ND: every conv is a FastDeconv; the stem is frozen with 10 Newton-Schulz steps. The grouped 3x3
-keeps the model-wide n_iter (nd-spec 2.6 names no exception for it, unlike ResNeXt's 3).
+keeps the model-wide n_iter (the authors name no exception for it, unlike ResNeXt's 3;
+docs/method.md#other-cifar-models).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 STEM_ND = {"freeze": True, "n_iter": 10}
 CARDINALITY = 32

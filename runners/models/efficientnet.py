@@ -1,4 +1,5 @@
-"""EfficientNet (B0 widths) for CIFAR (nd-spec.md section 2.6, the authors' `--arch efficient`).
+"""EfficientNet (B0 widths) for CIFAR (the authors' `--arch efficient`;
+docs/method.md#other-cifar-models).
 
 This is the early community CIFAR variant the authors' model matches, not the B0 of the
 EfficientNet paper: every depthwise conv is 3x3, activations are ReLU, the squeeze-excitation
@@ -13,7 +14,8 @@ Quirk kept for fidelity: a stride-2 block adds its own pre-gate output as the "s
 Fidelity: the authors' ND model builds every block without deconvolution, so its "ND" variant is
 BN blocks + a FastDeconv stem (frozen, 10 Newton-Schulz steps) + the ND head. This file
 replicates that: only the stem and the head follow `norm`; the blocks always use BatchNorm,
-also in ND mode (the one documented exception to "no BN in an ND model", nd-spec 2.1).
+also in ND mode (the one documented exception to "no BN in an ND model",
+docs/method.md#norm-switch).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 STEM_ND = {"freeze": True, "n_iter": 10}
 # Per stage: (expansion, out_channels, num_blocks, stride)

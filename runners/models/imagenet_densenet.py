@@ -1,4 +1,4 @@
-"""DenseNet-121 for ImageNet (nd-spec.md section 2.8, the authors' `densenet121d`).
+"""DenseNet-121 for ImageNet (docs/method.md#imagenet-models, the authors' `densenet121d`).
 
 torchvision's DenseNet-BC: a 7x7/2 stem conv 3->64 -> norm -> ReLU -> 3x3/2 max-pool, dense
 blocks [6, 12, 24, 16] of growth 32 with 4x32-wide bottlenecks, compressing transitions
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from runners.models.densenet import Transition  # the same [BN]-ReLU-1x1, 2x2 pool as CIFAR's
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions, protocol_nd_options
+from runners.specs.nd_options import NDOptions, protocol_nd_options
 
 # The stem's hard-coded settings. Unlike resnet18d and vgg11d, densenet121d does not pass
 # sampling_stride, so the stem samples with the model-wide --stride (3 by default).
@@ -61,7 +61,7 @@ class DenseNet(nn.Module):
         head = switch.head(planes, num_classes, nn.AdaptiveAvgPool2d(1))
         # The final norm slot (the authors' `norm5`): BN in bn mode; in nd mode empty, or the
         # paper-era ChannelDeconv head, which the authors put there, before the final ReLU
-        # (unlike their CIFAR DenseNet, nd-spec 1.5).
+        # (unlike their CIFAR DenseNet, docs/method.md#channeldeconv).
         self.final = nn.Sequential(
             head.pre if switch.is_nd else nn.BatchNorm2d(planes), nn.ReLU(inplace=True)
         )
@@ -74,7 +74,7 @@ class DenseNet(nn.Module):
 
 
 def _init_weights(model: nn.Module) -> None:
-    """torchvision's DenseNet init, the authors' loop as is (nd-spec 2.8).
+    """torchvision's DenseNet init, the authors' loop as is (docs/method.md#imagenet-models).
 
     It matches nn.Conv2d and nn.Linear only, so in nd mode the FastDeconvs and a Delinear head
     keep PyTorch's default init.
@@ -91,6 +91,7 @@ def _init_weights(model: nn.Module) -> None:
 
 def densenet121(norm: str = "bn", num_classes: int = 1000, nd: NDOptions | None = None) -> DenseNet:
     """DenseNet-121 (growth 32) for 224-px inputs; `norm` is "bn" or "nd"."""
-    # nd None: the authors' ImageNet defaults (--block-fc 64, nd-spec 3.4), not main.py's.
+    # nd None: the authors' ImageNet defaults (--block-fc 64, not main.py's 512;
+    # docs/method.md#imagenet-protocol).
     switch = NormSwitch(norm, nd if nd is not None else protocol_nd_options("imagenet"))
     return DenseNet(switch, (6, 12, 24, 16), 32, num_classes)

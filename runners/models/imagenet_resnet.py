@@ -1,4 +1,4 @@
-"""ResNet-18/34/50 for ImageNet (nd-spec.md section 2.8, the authors' `resnet18d`).
+"""ResNet-18/34/50 for ImageNet (docs/method.md#imagenet-models, the authors' `resnet18d`).
 
 torchvision's layout: a 7x7/2 stem conv -> norm -> ReLU -> 3x3/2 max-pool, four stages of
 BasicBlocks (18, 34) or Bottlenecks (50) at widths 64-512 with stride 2 from the second stage
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from runners.deconv import FastDeconv
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions, protocol_nd_options
+from runners.specs.nd_options import NDOptions, protocol_nd_options
 
 # The authors' hard-coded stem settings, sampling stride included (resnet_imagenet.py L165-169):
 # with the conv stride 2 the statistics sample every 6th patch position.
@@ -112,7 +112,8 @@ def _init_weights(model: nn.Module) -> None:
 
 
 def _switch(norm: str, nd: NDOptions | None) -> NormSwitch:
-    # nd None: the authors' ImageNet defaults (--block-fc 64, nd-spec 3.4), not main.py's.
+    # nd None: the authors' ImageNet defaults (--block-fc 64, not main.py's 512;
+    # docs/method.md#imagenet-protocol).
     return NormSwitch(norm, nd if nd is not None else protocol_nd_options("imagenet"))
 
 

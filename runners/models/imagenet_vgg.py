@@ -1,4 +1,5 @@
-"""VGG-11 for ImageNet (nd-spec.md section 2.8, the authors' `vgg11d`; Table 2's VGG-11 rows).
+"""VGG-11 for ImageNet (the authors' `vgg11d`; Table 2's VGG-11 rows;
+docs/method.md#imagenet-models).
 
 Configuration A: 8 3x3 convs with 5 2x2 max-pools, a 7x7 adaptive average pool and torchvision's
 classifier Linear(25088, 4096)-ReLU-Dropout-Linear(4096, 4096)-ReLU-Dropout-Linear(4096, K).
@@ -10,7 +11,8 @@ Three norms, as the paper compares three rows:
   (`vgg_imagenet.py` L33-61, L101-115).
 Init: none and bn get torchvision's VGG init. The authors' nd model keeps PyTorch's default
 init everywhere, because `main_imagenet.py` L220 passes 'VGG11d' as `pretrained`, which turns
-`init_weights` off (nd-spec 2.8); `NDOptions.vgg11_custom_init` applies the intended init.
+`init_weights` off (docs/method.md#imagenet-models); `NDOptions.vgg11_custom_init` applies
+the intended init.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import Tensor, nn
 from runners.deconv import FastDeconv
 from runners.errors import RunnerInputError
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions, protocol_nd_options
+from runners.specs.nd_options import NDOptions, protocol_nd_options
 
 NORMS = ("none", "bn", "nd")
 CFG_A: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -99,5 +101,6 @@ def vgg11(norm: str = "bn", num_classes: int = 1000, nd: NDOptions | None = None
     """VGG-11 (cfg A) for 224-px inputs; `norm` is "none", "bn" or "nd"."""
     if norm not in NORMS:
         raise RunnerInputError(f"norm must be one of {', '.join(NORMS)} for VGG-11, got {norm!r}")
-    # nd None: the authors' ImageNet defaults (--block-fc 64, nd-spec 3.4), not main.py's.
+    # nd None: the authors' ImageNet defaults (--block-fc 64, not main.py's 512;
+    # docs/method.md#imagenet-protocol).
     return VGG(CFG_A, norm, nd if nd is not None else protocol_nd_options("imagenet"), num_classes)

@@ -1,7 +1,7 @@
 """The BN/ND norm switch shared by every CIFAR model family.
 
 Each family is written once against `NormSwitch`; the switch decides what a "conv followed by
-its normalisation" is (nd-spec.md section 2.1):
+its normalisation" is (docs/method.md#norm-switch):
 - bn: `nn.Conv2d` (bias as the family's BN variant has it) followed by `nn.BatchNorm2d`;
 - nd: one `FastDeconv` (bias=True, it plays the role of BN's beta) and no BatchNorm at all.
 Per-layer exceptions the authors hard-code (frozen stems, n_iter 15/10/3) are passed by the
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from runners.deconv import ChannelDeconv, Delinear, FastDeconv
 from runners.errors import RunnerInputError
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 NORMS = ("bn", "nd")
 
@@ -55,7 +55,8 @@ class NormSwitch:
             "layout": self.nd.layout,
         }
         options.update(kwargs)
-        # The authors' layer folds the mean into the bias, so it needs one (nd-spec 1.2).
+        # The authors' layer folds the mean into the bias, so it needs one
+        # (docs/method.md#folding).
         return FastDeconv(in_ch, out_ch, kernel_size, bias=True, **options)
 
     def conv(
@@ -135,8 +136,9 @@ class NormSwitch:
         else:
             fc = nn.Linear(features, num_classes)
         if head == "channel_deconv":
-            # Paper-era head: whitens the last feature map before the pool (nd-spec 1.5), with
-            # the model-wide --eps, --deconv-iter and --stride as the authors' main.py passes.
+            # Paper-era head: whitens the last feature map before the pool
+            # (docs/method.md#channeldeconv), with the model-wide --eps, --deconv-iter and
+            # --stride as the authors' main.py passes.
             pre = ChannelDeconv(
                 nd.block_fc,
                 eps=nd.eps,

@@ -1,4 +1,4 @@
-"""The authors' MLP for MNIST / Fashion-MNIST (nd-spec.md section 2.7).
+"""The authors' MLP for MNIST / Fashion-MNIST (docs/method.md#mlp).
 
 Three linear layers, in_features -> 128 -> 128 -> K, with sigmoid activations, in one of
 three modes (the authors' `--method`):
@@ -23,10 +23,10 @@ from torch import Tensor, nn
 
 from runners.deconv import ChannelDeconv
 from runners.errors import RunnerInputError
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 NORMS = ("none", "bn", "nd")
-ND_BLOCK = 32  # ChannelDeconv(32) in models/simple.py (nd-spec 2.7)
+ND_BLOCK = 32  # ChannelDeconv(32) in models/simple.py (docs/method.md#mlp)
 ND_EPS = 1e-2  # ChannelDeconv's default eps, which the MLP does not override
 HIDDEN = 128  # hidden_nodes
 N_LINEAR = 3  # hidden_layers: the number of linear layers

@@ -1,4 +1,5 @@
-"""MobileNetV2 for CIFAR (nd-spec.md sections 1.3 and 2.6, the authors' `--arch mobilev2`).
+"""MobileNetV2 for CIFAR (the authors' `--arch mobilev2`; docs/method.md#other-cifar-models and
+#grouped-and-depthwise-convolutions).
 
 Inverted residual blocks: 1x1 expansion -> 3x3 depthwise -> 1x1 linear projection, with a
 residual (projected by a 1x1 conv when the width changes) on stride-1 blocks only. CIFAR
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 STEM_ND = {"freeze": True, "n_iter": 10}
 # (expansion, out_planes, num_blocks, stride)

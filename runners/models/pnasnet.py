@@ -1,4 +1,5 @@
-"""PNASNet-A for CIFAR (nd-spec.md sections 1.3 and 2.6, the authors' `--arch pnasnetA`).
+"""PNASNet-A for CIFAR (the authors' `--arch pnasnetA`; docs/method.md#other-cifar-models and
+#grouped-and-depthwise-convolutions).
 
 Cell A: a 7x7 depthwise-only "separable" conv (groups = input width) in parallel with a 3x3
 max-pool (followed by a 1x1 conv when the cell downsamples), summed and rectified. 44 planes,
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 STEM_ND = {"freeze": True, "n_iter": 10}
 

@@ -1,4 +1,5 @@
-"""Pre-activation ResNet-18 for CIFAR (nd-spec.md section 2.6, the authors' `--arch preact`).
+"""Pre-activation ResNet-18 for CIFAR (the authors' `--arch preact`;
+docs/method.md#other-cifar-models).
 
 Units are [BN] -> ReLU -> conv; the projection shortcut (a bare 1x1 conv) reads the
 pre-activated input, the identity shortcut the raw one. There is no final BN-ReLU before the
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 # The authors' hard-coded stem settings (preact_resnet.py L112).
 STEM_ND = {"freeze": True, "n_iter": 10}

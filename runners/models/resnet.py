@@ -1,4 +1,4 @@
-"""ResNet-18 for CIFAR (nd-spec.md section 2.3, the authors' `--arch resnet`).
+"""ResNet-18 for CIFAR (docs/method.md#resnet-18, the authors' `--arch resnet`).
 
 The CIFAR stem (3x3, stride 1, no max-pool), BasicBlocks [2, 2, 2, 2] at widths 64-512 and a
 1x1 projection shortcut where the shape changes. Not the ImageNet-stem `resnet18d` that one
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 
 class BasicBlock(nn.Module):

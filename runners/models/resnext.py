@@ -1,4 +1,4 @@
-"""ResNeXt-29 32x4d for CIFAR (nd-spec.md section 2.5, the authors' `--arch resnext`).
+"""ResNeXt-29 32x4d for CIFAR (docs/method.md#resnext-29, the authors' `--arch resnext`).
 
 A 1x1 stem 3->64 (no 3x3 stem), 3 stages x 3 bottleneck blocks whose grouped width doubles per
 stage (128/256/512, outputs 256/512/1024), avg_pool 8 and a 1024->K classifier. In ND mode the
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 # The authors' hard-coded per-layer ND settings (resnext.py L37, L68-72).
 STEM_ND = {"freeze": True, "n_iter": 10}

@@ -1,4 +1,4 @@
-"""SENet-18 for CIFAR (nd-spec.md section 2.6, the authors' `--arch senet`).
+"""SENet-18 for CIFAR (docs/method.md#other-cifar-models, the authors' `--arch senet`).
 
 Pre-activation ResNet-18 blocks (preact.py) whose residual branch is rescaled by a
 squeeze-and-excitation gate (global pool -> 1x1 conv C/16 -> ReLU -> 1x1 conv C -> sigmoid),
@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
 from runners.models.preact import PreActResNet
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 STEM_ND = {"freeze": True, "n_iter": 15}
 REDUCTION = 16

@@ -1,4 +1,4 @@
-"""VGG-16 for CIFAR (nd-spec.md section 2.2, the authors' `--arch vgg16`).
+"""VGG-16 for CIFAR (docs/method.md#vgg-16, the authors' `--arch vgg16`).
 
 Configuration D: 13 3x3 convs with 2x2 max-pools, then one 512->K classifier (no 4096 layers).
 The BN variant keeps the conv bias; in the ND variant every conv is a FastDeconv and the first
@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from runners.models.layers import NormSwitch
-from runners.specs.classify import NDOptions
+from runners.specs.nd_options import NDOptions
 
 CFG_D: tuple[int | str, ...] = (
     *(64, 64, "M", 128, 128, "M"),

@@ -1,12 +1,12 @@
 """The spec of one classification training run (CIFAR and ImageNet CNNs, the MNIST-family MLP).
 
-Defaults are the authors' protocol (nd-spec.md section 3): SGD lr 0.1, momentum 0.9,
+Defaults are the authors' protocol (docs/method.md#training-protocol): SGD lr 0.1, momentum 0.9,
 weight decay 1e-3 on every parameter, batch 128, cosine schedule stepped per iteration
-over the run's own epoch budget. ImageNet follows main_imagenet.py instead (nd-spec 3.4):
-batch 256, weight decay 1e-4 and a Delinear head of block 64; those defaults are filled
-in by `from_dict` when a field is not given. The ND options default to the authors' code
-at HEAD (nd-spec.md section 7); each open fidelity choice is a field, so it is recorded in
-every run's spec and changes the run id.
+over the run's own epoch budget. ImageNet follows main_imagenet.py instead
+(docs/method.md#imagenet-protocol): batch 256, weight decay 1e-4 and a Delinear head of
+block 64; those defaults are filled in by `from_dict` when a field is not given. The ND
+options default to the authors' code at HEAD (docs/method.md#fidelity-options); each open
+fidelity choice is a field, so it is recorded in every run's spec and changes the run id.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # the catalogue's facts; importing it does not import torch
-from runners.catalogue import ARCHS, DATASETS, INPUT_KINDS, ND_N_ITER, NORMS, input_kind_of
+from runners.catalogue import ARCHS, DATASETS, INPUT_KINDS, NORMS, input_kind_of
 from runners.errors import RunnerInputError
 from runners.specs.checks import (
     is_number,
@@ -27,10 +27,18 @@ from runners.specs.checks import (
     require_positive_int,
 )
 
-LR_SCHEDULES = ("cosine", "multistep")
-ND_HEADS = ("delinear", "channel_deconv", "linear")
-ND_LAYOUTS = ("interleaved", "contiguous")
-FC_MOMENTS = ("uncentred", "centred")
+# The ND options have their own module (the models import it without importing this one);
+# they are re-exported here, where the rest of the spec's vocabulary is.
+from runners.specs.nd_options import (  # noqa: F401  (NDOptions, ND_HEADS: public names here)
+    ND_HEADS,
+    NDOptions,
+    protocol_nd_options,
+)
+
+LR_SCHEDULES = ("cosine", "multistep", "step")
+# The value a field had implicitly before it became a field: left out of the effective spec
+# when it holds that value, so the runs made before keep their run ids.
+IMPLIED_BEFORE = {"lr_milestone": 0.4, "cudnn_deterministic": False}
 # How training batches are made (runners/device_data.py): "auto" = on the device for CIFAR on
 # CUDA, else torchvision's DataLoader. Both realise the authors' augmentation distribution.
 DATA_PATHS = ("auto", "loader", "device")
@@ -39,40 +47,6 @@ DATA_PATHS = ("auto", "loader", "device")
 # DataParallel did.
 REPLICA_STATISTICS = ("per_replica", "synchronised")
 FREEZE_COUNTERS = ("auto", "cycle", "never")
-
-
-@dataclass(frozen=True)
-class NDOptions:
-    """Network Deconvolution settings shared by every FastDeconv layer of a model.
-
-    Per-layer exceptions the authors hard-code (stems with n_iter 15/10 and freeze,
-    grouped convs with n_iter 3) live in the model definitions, not here.
-    """
-
-    block: int = 64  # B: channels per deconvolution block (main.py --block)
-    sampling_stride: int = 3  # im2col sampling stride for the statistics (--stride)
-    n_iter: int = ND_N_ITER  # Newton-Schulz iterations (--deconv-iter); part of the method
-    eps: float = 1e-5  # ridge added to the covariance (--eps)
-    momentum: float = 0.1  # EMA of the running mean and running D
-    head: str = "delinear"  # classifier head: HEAD's Delinear, paper-era ChannelDeconv, plain
-    block_fc: int = 512  # block of the head deconvolution (--block-fc)
-    layout: str = "interleaved"  # authors' interleaved channel groups, or contiguous blocks
-    fc_moment: str = "uncentred"  # ChannelDeconv second moment: authors' uncentred, or centred
-    # ImageNet VGG-11 only: main_imagenet.py's vgg11d call skips torchvision's VGG init (its
-    # name string lands in `pretrained`, nd-spec 2.8), so the authors' model keeps PyTorch's
-    # default init; True runs their init loop as written (docs/fidelity.md, item 8c).
-    vgg11_custom_init: bool = False
-
-    def validate(self) -> None:
-        require_choice("nd.head", self.head, ND_HEADS)
-        require_choice("nd.layout", self.layout, ND_LAYOUTS)
-        require_choice("nd.fc_moment", self.fc_moment, FC_MOMENTS)
-        for name in ("block", "sampling_stride", "n_iter", "block_fc"):
-            require_positive_int(f"nd.{name}", getattr(self, name))
-        if not (is_number(self.eps) and 0 < self.eps < 1):
-            raise RunnerInputError(f"nd.eps must be in (0, 1), got {self.eps!r}")
-        if not (is_number(self.momentum) and 0 < self.momentum <= 1):
-            raise RunnerInputError(f"nd.momentum must be in (0, 1], got {self.momentum!r}")
 
 
 @dataclass(frozen=True)
@@ -90,10 +64,18 @@ class ClassifySpec:
     momentum: float = 0.9
     weight_decay: float = 1e-3
     lr_schedule: str = "cosine"  # stepped after every optimiser step, T_max = iters * epochs
+    # multistep only (--milestone): decays at floor(f E), 2 floor(f E), ...; f = 0.4 in main.py,
+    # 0.3 in main_imagenet.py (filled per dataset)
+    lr_milestone: float = 0.4
+    lr_step_size: int = 30  # step only (main_imagenet.py --scheduler-step-size), in epochs
     augment: bool | None = None  # None: the protocol's (crop+flip for CIFAR, none for MNIST)
     train_subset: int | None = None  # first N training images only (a deviation; quick/CI)
     test_subset: int | None = None  # first N test images only (a deviation; quick/CI)
-    allow_tf32: bool = False  # TF32 matmuls degrade small-eigenvalue directions (nd-spec 5.3)
+    # TF32 matmuls degrade small-eigenvalue directions (docs/method.md#precision)
+    allow_tf32: bool = False
+    # cuDNN deterministic algorithms, as main_imagenet.py's --seed sets them; off by default
+    # (main.py never sets it; the seed alone is the harness's default on every dataset)
+    cudnn_deterministic: bool = False
     nd: NDOptions = field(default_factory=NDOptions)
     # "auto" is left out of the run's identity (to_dict), so existing run ids stay; the path
     # used is recorded in provenance.json. An explicit "loader"/"device" is part of the id.
@@ -140,6 +122,7 @@ class ClassifySpec:
             raise RunnerInputError(f"spec field 'nd' must be a mapping, got {nd!r}")
         spec = cls(**data, nd=nd_options)
         spec.validate()
+        spec = spec._without_inapplicable_schedule_options()
         if spec.norm != "nd":
             # ND options cannot change a BN or unnormalised model: keep them out of its identity,
             # so an ND ablation never gives the BN runs it compares against new run ids.
@@ -170,6 +153,9 @@ class ClassifySpec:
                 f"(got arch {self.arch!r}, norm {self.norm!r}, dataset {self.dataset!r})"
             )
         require_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if not (is_number(self.lr_milestone) and 0 < self.lr_milestone < 1):
+            raise RunnerInputError(f"lr_milestone must be in (0, 1), got {self.lr_milestone!r}")
+        require_positive_int("lr_step_size", self.lr_step_size)
         require_choice("data_path", self.data_path, DATA_PATHS)
         require_positive_int("gpus", self.gpus)
         require_choice("replica_statistics", self.replica_statistics, REPLICA_STATISTICS)
@@ -190,6 +176,7 @@ class ClassifySpec:
                 raise RunnerInputError(f"{name} must be a non-negative number, got {value!r}")
         # A string such as "false" is truthy: it would silently turn TF32 or augmentation on.
         require_bool("allow_tf32", self.allow_tf32)
+        require_bool("cudnn_deterministic", self.cudnn_deterministic)
         if self.augment is not None:
             require_bool("augment", self.augment)
         self.nd.validate()
@@ -204,6 +191,14 @@ class ClassifySpec:
         data["augment"] = self.effective_augment
         if not self._vgg11_init_applies:
             del data["nd"]["vgg11_custom_init"]
+        if self.lr_schedule != "multistep" or (
+            self.dataset != "imagenet" and self.lr_milestone == IMPLIED_BEFORE["lr_milestone"]
+        ):
+            del data["lr_milestone"]  # an ImageNet multistep run records it always (0.3, not 0.4)
+        if self.lr_schedule != "step":
+            del data["lr_step_size"]
+        if self.cudnn_deterministic == IMPLIED_BEFORE["cudnn_deterministic"]:
+            del data["cudnn_deterministic"]
         if self.data_path == "auto":
             del data["data_path"]
         if self.gpus == 1 and (self.replica_statistics, self.freeze_counter) == (
@@ -213,6 +208,17 @@ class ClassifySpec:
             for name in ("gpus", "replica_statistics", "freeze_counter"):
                 del data[name]
         return data
+
+    def _without_inapplicable_schedule_options(self) -> ClassifySpec:
+        """A schedule option given for another schedule changes nothing: reset it to the
+        protocol's value, so it never shows as a deviation nor enters the run id."""
+        protocol = _protocol_schedule_options(self.dataset)
+        changes: dict[str, Any] = {}
+        if self.lr_schedule != "multistep":
+            changes["lr_milestone"] = protocol["lr_milestone"]
+        if self.lr_schedule != "step":
+            changes["lr_step_size"] = protocol["lr_step_size"]
+        return dataclasses.replace(self, **changes)
 
     @property
     def _vgg11_init_applies(self) -> bool:
@@ -245,6 +251,9 @@ class ClassifySpec:
         return out
 
 
-def protocol_nd_options(dataset: str) -> NDOptions:
-    """The authors' ND options for `dataset` (ImageNet's head block differs, nd-spec 3.4)."""
-    return NDOptions(**DATASETS[dataset].nd_protocol)
+def _protocol_schedule_options(dataset: str) -> dict[str, Any]:
+    defaults = {f.name: f.default for f in dataclasses.fields(ClassifySpec)}
+    values = {name: defaults[name] for name in ("lr_milestone", "lr_step_size")}
+    if "lr_milestone" in DATASETS[dataset].protocol:
+        values["lr_milestone"] = DATASETS[dataset].protocol["lr_milestone"]
+    return values

@@ -1,19 +1,22 @@
-"""The spec of one deconvolution-kernel computation (the centre-surround claim, nd-spec 4).
+"""The spec of one deconvolution-kernel computation (the centre-surround claim,
+docs/method.md#kernel-figure).
 
 The kernel of colour channel c is the row of D = (Cov + eps I)^{-1/2} at (channel c, centre
 pixel), where Cov is one pooled covariance of all k x k x 3 patches of N images. The paper's
 figure used 1024 random ImageNet images (`source: imagenet` draws them from the val split,
-the paper does not say which); the defaults below follow nd-spec 4 wherever the paper's own
-choice is unknown.
+the paper does not say which); the defaults below follow docs/method.md#kernel-figure
+wherever the paper's own choice is unknown.
 
 Choices worth knowing:
 - kernel_size 5: the paper does not state the figure's kernel size [paper]. k = 5 is the
   smallest size with a second ring beyond the distance-1 ring (so a radial profile can show
-  the surround decaying), the size of nd-spec 4's verified numbers (comparable), and its
-  75-d covariance is well estimated even from the ~100 tiles the offline photographs give.
+  the surround decaying), the size of the numbers checked in docs/method.md#kernel-figure
+  (comparable), and its 75-d covariance is well estimated even from the ~100 tiles the
+  offline photographs give.
   COMP6248 used k = 15; the layers use 3 (CIFAR) and 7 (ImageNet stem). All are allowed.
 - isqrt "exact" (eigh): the figure shows the converged inverse root; Newton-Schulz with the
-  layer's n = 5 is a partial whitening whose row is almost a delta (nd-spec 1.1, 4).
+  layer's n = 5 is a partial whitening whose row is almost a delta
+  (docs/method.md#inverse-square-root, #kernel-figure).
 - No image path is part of the spec: a path is machine-specific and says nothing about the
   content. The runner records a content checksum of the chosen images in provenance.json;
   `images_sha256` optionally pins it, so a run fails rather than silently using other images.
@@ -42,7 +45,7 @@ SOURCES = ("skimage", "imagenet", "folder", "cifar10", "cifar100")
 ISQRT = ("exact", "newton_schulz")
 PAPER_N_IMAGES = 1024  # "1024 random ImageNet images" (paper's figure caption)
 CIFAR_SIZE = 32
-NS_ITER_DEFAULT = 15  # nd-spec 4 step 4: NS needs n >= 15 to converge on image patches
+NS_ITER_DEFAULT = 15  # docs/method.md#kernel-figure: NS needs n >= 15 to converge on image patches
 
 # source -> (resize: shorter side before cropping/tiling, image_size: crop/tile side)
 SOURCE_DEFAULTS: dict[str, tuple[int | None, int]] = {
@@ -64,7 +67,8 @@ class KernelsSpec:
     source: str = "imagenet"
     n_images: int | None = None  # None: every skimage tile; 1024 (paper) for folder / CIFAR
     kernel_size: int = 5  # k, odd (the kernel needs a centre pixel); see module docstring
-    patch_stride: int = 1  # stride of the k x k patch grid (statistically irrelevant, nd-spec 4)
+    # stride of the k x k patch grid (statistically irrelevant, docs/method.md#kernel-figure)
+    patch_stride: int = 1
     resize: int | None = None  # shorter side before crop/tiling; None: the source default
     image_size: int | None = None  # side of the square crop/tile; None: the source default
     normalise: bool = True  # ToTensor + Normalize with the training mean/std, as the layer sees
