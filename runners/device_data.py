@@ -2,15 +2,17 @@
 tensor operations, with no loader processes and no per-image Python (the "device" data path).
 
 The training set is kept once as uint8 (N, 3, 32, 32) tensors on the device. Every epoch draws
-one permutation of the images and, per image, the authors' augmentation (docs/method.md#cifar-
-protocol): RandomCrop(32, padding=4) with zero fill, i.e. a top and a left offset uniform on
-{0, ..., 8} into the zero-padded 40x40 image, then RandomHorizontalFlip with probability 1/2;
-then ToTensor (/255) and Normalize with the dataset's mean and std. For given offsets and flip
-the pixels equal torchvision's transform bit for bit (tests/test_device_data.py); the draws
-come from the run's own generator on the device (checkpointed, so a resumed run continues its
-stream), where the DataLoader path draws them from torch's global RNG: the same distribution,
-another random stream. The spec field `data_path` records which path a run asked for (`auto`:
-this path on CUDA, the DataLoader on the CPU; provenance.json records the one used). """
+one permutation of the images and, per image, the authors' augmentation
+(docs/method.md#cifar-protocol): RandomCrop(32, padding=4) with zero fill, i.e. a top and a
+left offset uniform on {0, ..., 8} into the zero-padded 40x40 image, then RandomHorizontalFlip
+with probability 1/2; then ToTensor (/255) and Normalize with the dataset's mean and std. For
+given offsets and flip the pixels equal torchvision's transform bit for bit
+(tests/test_device_data.py); the draws come from the run's own generator on the device
+(checkpointed, so a resumed run continues its stream), where the DataLoader path draws them
+from torch's global RNG: the same distribution, another random stream. The spec field
+`data_path` records which path a run asked for (`auto`: this path on CUDA, the DataLoader on
+the CPU; provenance.json records the one used).
+"""
 
 from __future__ import annotations
 
