@@ -29,3 +29,11 @@ def one_torch_thread() -> Iterator[None]:
 def mini_claims(tmp_path: Path) -> Path:
     """A copy of tests/mini_claims.yaml in the test's own folder (a test may edit it)."""
     return Path(shutil.copy(MINI_CLAIMS, tmp_path / "claims.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _run_in_a_scratch_directory(tmp_path_factory, monkeypatch) -> None:
+    """Every test runs in a fresh scratch directory: a verb that writes to the current
+    directory by default (`audit check`'s verdicts.json, `audit run`'s runs/ and reports/)
+    must never write into the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))

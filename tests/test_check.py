@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -225,7 +226,7 @@ def test_bad_claims_file_is_exit_2(files, capsys):
     assert f"{claims}:9: unknown norm 'batchnorm'" in capsys.readouterr().err
 
 
-def test_check_does_not_import_torch(files):
+def test_check_does_not_import_torch(files, tmp_path):
     claims, results = files
     code = (
         "import sys\nfrom audit.cli import main\n"
@@ -233,7 +234,10 @@ def test_check_does_not_import_torch(files):
         f"{str(results(ALL_GOOD))!r}])\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO_TORCH')\nsys.exit(rc)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the checkout's audit, run from elsewhere
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("NO_TORCH")
 

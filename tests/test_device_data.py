@@ -144,6 +144,7 @@ def test_data_path_field_defaults_keep_run_ids_and_resolve_per_device():
         _spec(data_path="gpu")
 
 
+@pytest.mark.slow  # trains, or starts processes that import torch
 @pytest.mark.usefixtures("one_torch_thread")
 def test_run_on_the_device_path_records_it(tmp_path):
     root = fakedata.write_cifar10(tmp_path / "data", n_train=16, n_test=8)

@@ -106,6 +106,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # trains, or starts processes that import torch
 def test_two_gloo_processes_give_the_gradient_of_per_replica_statistics(tmp_path):
     mp.spawn(_rank_step, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]

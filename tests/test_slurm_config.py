@@ -297,6 +297,7 @@ def test_measured_allocations_from_sacct_sum_every_instance(tmp_path, monkeypatc
 # ----------------------------------------------------------------------------- local GPUs
 
 
+@pytest.mark.slow  # trains, or starts processes that import torch
 def test_parallel_local_runs_get_distinct_gpus(tmp_path):
     data = write_fashion_mnist(tmp_path / "data", n_train=64, n_test=32)
     store = Store(tmp_path / "s")

@@ -249,6 +249,7 @@ def test_bad_schedule_and_seeding_options(fields, message):
         ("runners.deconv", "runners.specs.classify"),
     ],
 )
+@pytest.mark.slow  # trains, or starts processes that import torch
 def test_no_import_cycle_and_no_wrong_way_import(module, absent):
     code = f"import sys, {module}; print({absent!r} in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -47,6 +47,7 @@ def first_look(tmp_path, capsys):
     return store, args
 
 
+@pytest.mark.slow  # trains, or starts processes that import torch
 def test_escalation_adds_seeds_once_to_the_undecided_cell(
     first_look, capsys, tmp_path, monkeypatch
 ):
