@@ -63,6 +63,7 @@ class RunState:
     scheduler_state: str | None = None  # e.g. PENDING, RUNNING, CANCELLED (SLURM only)
     reason: str | None = None
     attempts: int = 0
+    gpus: int = 1  # processes of the run, one per GPU (spec field `gpus`)
 
 
 class Store:
@@ -268,6 +269,7 @@ class Store:
             job_id=job_id,
             scheduler_state=sched,
             attempts=len(job.get("attempts", [])),
+            gpus=_spec_gpus(spec),
         )
         if self.is_locked(run_id):
             state.status = "running"
@@ -313,6 +315,11 @@ def _read_spec_or_empty(run_dir: Path) -> dict[str, Any]:
         return read_spec(run_dir)
     except (OSError, ValueError, yaml.YAMLError):
         return {}
+
+
+def _spec_gpus(spec: dict[str, Any]) -> int:
+    gpus = spec.get("gpus", 1)
+    return gpus if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > 1 else 1
 
 
 def _planned_epochs(spec: dict[str, Any]) -> int:

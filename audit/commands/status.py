@@ -76,6 +76,8 @@ def format_status(
             f"epoch {state.epochs_done} of {state.epochs_planned}" if state.epochs_planned else "-"
         )
         job = f"{state.job_id or '-'} {state.scheduler_state or ''}".strip()
+        if state.gpus > 1:  # one run on several GPUs: one job of that many tasks
+            job += f" x{state.gpus} GPUs"
         reason = (state.reason or "").splitlines()[0][:60] if state.reason else ""
         if (pending or {}).get(state.run_id):
             reason = f"pending: {pending[state.run_id]}"
