@@ -296,7 +296,7 @@ def test_two_process_run_through_slurm_resumes_after_preemption(cluster, tmp_pat
             done = len(read_jsonl(store.run_dir(rid) / "metrics.jsonl"))
             return store.read_job(rid).get("job_id") if done >= 2 and store.is_locked(rid) else None
 
-        job_id = _wait_until(training_at_epoch_2, 240, "epoch 2")
+        job_id = _wait_until(training_at_epoch_2, 420, "epoch 2")
         saved = len(read_jsonl(store.run_dir(rid) / "metrics.jsonl"))
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # preemption
         out, _ = proc.communicate(timeout=400)
