@@ -188,6 +188,28 @@ def test_other_ranks_follow_rank_0_and_never_lock_or_record(tmp_path, monkeypatc
         run_job(spec, str(store.root), RunOptions())
 
 
+def test_each_slurm_task_exports_torchs_variables_for_the_runner(monkeypatch):
+    """submitit's TorchDistributedEnvironment from the task's SLURM variables; a MASTER_PORT
+    inherited from the submitting shell is not used (two jobs on a node would share it), and
+    CUDA_VISIBLE_DEVICES keeps the job's GPUs (rank k takes cuda:k)."""
+    from audit.launch.job import export_torch_distributed
+    from runners.distributed import DistEnv, dist_env
+
+    slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "77", "SLURM_NTASKS": "2",
+             "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_JOB_NUM_NODES": "1",
+             "SLURM_JOB_NODELIST": "gpu[03-04]", "MASTER_PORT": "1", "RANK": "5",
+             "CUDA_VISIBLE_DEVICES": "4,5"}  # fmt: skip
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    export_torch_distributed()
+    env = dist_env()
+    assert env == DistEnv(1, 2, 1, "gpu03", env.master_port)
+    assert 20000 <= env.master_port <= 60000
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "4,5"
+
+
 def test_debug_executor_refuses_a_run_on_several_gpus(tmp_path):
     store = Store(tmp_path / "store")
     executor = make_executor("debug", store, RunOptions())
