@@ -253,7 +253,7 @@ def test_local_executor_trains_a_run_as_two_gloo_processes(tmp_path):
 # ----------------------------------------------------------------------------- real SLURM
 
 
-EPOCHS = 8
+EPOCHS = 20  # about 0.7 s each on the idle 2-core VM: time to preempt after epoch 2
 DDP_CLAIMS = """schema_version: 1
 tables:
   - id: ddp
@@ -340,6 +340,9 @@ def test_two_process_run_through_slurm_resumes_after_preemption(cluster, tmp_pat
     # rank 0 alone records attempts: one per start of the job, none "locked"
     assert [a["outcome"] for a in job["attempts"]] == ["interrupted", "done"], job
     assert {a["slurm_job_id"] for a in job["attempts"]} == {job_id}
+    # rank 0's word to the others is tagged with the restart (no rank follows a stale one)
+    told = json.loads((store.run_dir(rid) / RANKS_FILE).read_text())
+    assert told == {"attempt": f"slurm-{job_id}-1", "decision": "run"}
     logs = {p.name: p.read_text() for p in (store_dir / "slurm" / job_id).glob("*_log.out")}
     assert sorted(logs) == [f"{job_id}_0_log.out", f"{job_id}_1_log.out"]
     assert f"Requeued job {job_id}" in logs[f"{job_id}_0_log.out"]
