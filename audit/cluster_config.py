@@ -127,6 +127,11 @@ class SlurmParams:
     origins: dict[str, str] = field(default_factory=dict, compare=False)
     # the resolved request of the CPU-only runs where --cpu-partition sends them elsewhere
     cpu_only: SlurmParams | None = field(default=None, compare=False)
+    # One run on several GPUs: its job has one task per process on one node (DDP); `cpus`
+    # and `mem` are then per process (docs/cluster.md "One run on several GPUs").
+    tasks_per_node: int = 1
+    # process count -> the preflight's resolved request for the jobs of such runs
+    task_requests: tuple[tuple[int, SlurmParams], ...] = field(default=(), compare=False)
 
     def origin(self, name: str) -> str:
         """`--cpus` or `cluster.cpus in FILE`: where a value came from (flag name if unset)."""
@@ -159,6 +164,9 @@ class SlurmParams:
             "gpus_per_node": self.gpus or None,
         }
         params.update({k: v for k, v in optional.items() if v is not None})
+        if self.tasks_per_node > 1:  # the ranks of one run: one fails, srun ends them all
+            params["ntasks_per_node"] = self.tasks_per_node
+            params["srun_args"] = ["--kill-on-bad-exit=1"]
         if self.sbatch:
             params["additional_parameters"] = dict(self.sbatch)
         if self.setup:

@@ -35,6 +35,8 @@ class PlannedRun:
     deviations: list[str]  # departures from the authors' protocol, in words
     gpu_hours: float  # estimated GPU-hours of training and evaluation
     throughput_source: str  # "recorded" (from the store) or "default"
+    gpus: int = 1  # processes (GPUs) of the run; gpu_hours = wall_hours x gpus
+    wall_hours: float | None = None  # None: gpu_hours (one GPU)
 
 
 @dataclass
@@ -95,6 +97,7 @@ class Plan:
                     "deviations": r.deviations,
                     "gpu_hours": round(r.gpu_hours, 4),
                     "throughput": r.throughput_source,
+                    **_multi_gpu_json(r),
                 }
                 for r in self.runs
             ],
@@ -120,12 +123,14 @@ def build_plan(
     data_dir: Path,
     extras: bool = True,
     recorded: dict[tuple[str, str, str], float] | None = None,
+    imagenet_gpus: int = 1,
 ) -> Plan:
     """The deduplicated runs the selected `claims` need under `profile`.
 
     `claims` are audit.claims.Claim objects (already selected); non-gating claims and
     reference-only entries contribute nothing. `recorded` maps `throughput_key`s to
-    measured images/s.
+    measured images/s. `imagenet_gpus` > 1 runs each ImageNet experiment on that many GPUs
+    (spec field `gpus`, one process per GPU; 1 leaves the specs, and their run ids, as they are).
     """
     n_seeds = profile.seeds if seeds is None else seeds
     if n_seeds < 1:
@@ -133,7 +138,7 @@ def build_plan(
     plan = Plan(profile=profile, seeds=list(range(n_seeds)))
     scope = reference_scope(claims, profile)  # a prior reproduction's cells, or None
     experiments = [
-        (profile.adjust(exp), ids, runnable)
+        (with_imagenet_gpus(profile.adjust(exp), imagenet_gpus), ids, runnable)
         for exp, ids, runnable in _claim_experiments(claims)
         if profile.keep(exp) and (scope is None or experiment_key(exp) in scope)
     ]
@@ -234,7 +239,28 @@ def _planned_run(
     except RunnerInputError as exc:
         raise AuditError(f"claims {', '.join(claim_ids)}: invalid experiment: {exc}") from None
     hours, source = estimate_gpu_hours(spec, recorded)
-    return PlannedRun(run_id(spec), spec, list(claim_ids), spec_deviations(spec), hours, source)
+    gpus = int(spec.get("gpus", 1) or 1)
+    # N GPUs: the one-GPU time divided by N (perfect scaling: an estimate, a lower bound on
+    # the wall time), each hour of it N GPU-hours
+    wall = hours / gpus if gpus > 1 else None
+    return PlannedRun(
+        run_id(spec), spec, list(claim_ids), spec_deviations(spec), hours, source, gpus, wall
+    )
+
+
+def with_imagenet_gpus(fields: dict[str, Any], gpus: int) -> dict[str, Any]:
+    """An ImageNet experiment on `gpus` GPUs (--imagenet-gpus); others, and gpus 1, unchanged."""
+    dataset = catalogue.DATASETS.get(str(fields.get("dataset")))
+    if gpus > 1 and dataset is not None and dataset.multi_gpu and "gpus" not in fields:
+        return {**fields, "gpus": gpus}
+    return fields
+
+
+def _multi_gpu_json(run: PlannedRun) -> dict[str, Any]:
+    """The plan.json keys of a run on several GPUs (absent for one GPU: plans stay as they were)."""
+    if run.gpus == 1:
+        return {}
+    return {"gpus": run.gpus, "wall_hours": round(run.wall_hours or 0.0, 4)}
 
 
 def judged_by(plan: dict[str, Any]) -> tuple[list[str], set[str]]:
@@ -274,6 +300,7 @@ def format_plan(plan: Plan, measured: dict[str, float] | None = None) -> str:
         lines.append(
             f"{run.run_id:<58} {run.spec.get('epochs', '-')!s:>6} {run.gpu_hours:>8.3f}  {devs}"
         )
+    lines.extend(_multi_gpu_lines(plan))
     lines.extend(_skipped_lines(plan.skipped))
     lines.extend(_data_lines(plan))
     sources = sorted({r.throughput_source for r in plan.runs}) or ["default"]
@@ -289,6 +316,20 @@ def format_plan(plan: Plan, measured: dict[str, float] | None = None) -> str:
             f"{len(measured)} run(s) of this plan (estimated for them: {estimate:.2f})"
         )
     return "\n".join(lines)
+
+
+def _multi_gpu_lines(plan: Plan) -> list[str]:
+    """What the estimate of runs on several GPUs assumes (one line, only where there are any)."""
+    multi = [r for r in plan.runs if r.gpus > 1]
+    if not multi:
+        return []
+    counts = sorted({r.gpus for r in multi})
+    wall = sum(r.wall_hours or 0.0 for r in multi)
+    return [
+        f"{len(multi)} run(s) on {'/'.join(map(str, counts))} GPUs each (one process per GPU): "
+        f"GPU-h counts every GPU of the job; wall time about {wall:.2f} h in all, assuming "
+        "perfect scaling (an estimate: communication makes it longer)"
+    ]
 
 
 def _data_lines(plan: Plan) -> list[str]:

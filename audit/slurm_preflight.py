@@ -126,12 +126,15 @@ def preflight_request(
         )
     if not main_specs:
         assert cpu_choice is not None
-        return cpu_choice.params, sections
+        return with_task_requests(cpu_choice.params, cpu_specs, sections), sections
     choice = preflight(params, main_specs)
     title = "GPU runs" if cpu_specs else "runs"
     sections.insert(0, (f"{title} ({len(main_specs)})", choice, len(main_specs)))
     cpu_only = cpu_choice.params if cpu_choice else None
-    return choice.params.with_values(cpu_only=cpu_only), sections
+    if cpu_choice is not None:
+        cpu_only = with_task_requests(cpu_choice.params, cpu_specs, sections)
+    main = with_task_requests(choice.params, main_specs, sections)
+    return main.with_values(cpu_only=cpu_only), sections
 
 
 def preflight(params: SlurmParams, specs: list[dict[str, Any]]) -> Choice:
@@ -357,6 +360,102 @@ def _describe(part: Partition) -> str:
         + (f" ({', '.join(types)})" if types else "")
         + f" per node, MaxTime {limit}"
     )
+
+
+# ----------------------------------------------------------------------------- several GPUs
+
+
+def run_processes(spec: dict[str, Any]) -> int:
+    """The processes (SLURM tasks) of one run's job: a classification spec's `gpus`, else 1."""
+    gpus = spec.get("gpus", 1) if spec.get("kind") == "classify" else 1
+    return gpus if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > 1 else 1
+
+
+def distributed_request(params: SlurmParams, processes: int) -> SlurmParams:
+    """The job of a run of `processes` processes (DDP), from the request of one-process runs:
+    that many tasks on one node, one GPU per task where those runs get a GPU (none on a CPU
+    partition: gloo), `cpus` per task, `processes` x `mem` for the node."""
+    sbatch = tuple(
+        (k, _gres_count(v, processes) if k == "gres" and isinstance(v, str) else v)
+        for k, v in params.sbatch
+    )
+    return params.with_values(
+        tasks_per_node=processes,
+        gpus=processes if params.gpus else params.gpus,
+        mem_mb=params.mem_mb * processes if params.mem_mb else None,
+        sbatch=sbatch,
+        cpu_only=None,
+        task_requests=(),
+    )
+
+
+def _gres_count(gres: str, count: int) -> str:
+    """gpu:a100:1,foo:2 -> gpu:a100:COUNT,foo:2 (a GPU type is kept)."""
+    items = []
+    for item in gres.split(","):
+        parts = item.split(":")
+        if parts[0] == "gpu":
+            parts = parts[:-1] if len(parts) > 1 and parts[-1].isdigit() else parts
+            item = ":".join([*parts, str(count)])
+        items.append(item)
+    return ",".join(items)
+
+
+def with_task_requests(
+    params: SlurmParams, specs: list[dict[str, Any]], sections: list[tuple[str, Choice, int]]
+) -> SlurmParams:
+    """`params` with the checked request of each process count > 1 among `specs` (their jobs
+    go out as arrays of their own: an array has one request for all its tasks); a section
+    per count is added to `sections`."""
+    counts = sorted({run_processes(s) for s in specs} - {1})
+    requests = []
+    for n in counts:
+        choice = distributed_choice(params, n)
+        runs = sum(run_processes(s) == n for s in specs)
+        sections.append((f"runs on {n} processes, one per GPU ({runs})", choice, runs))
+        requests.append((n, choice.params))
+    return params.with_values(task_requests=tuple(requests)) if requests else params
+
+
+def distributed_choice(params: SlurmParams, processes: int) -> Choice:
+    """The request of `processes`-process runs checked against the partition: some usable
+    node must hold all the tasks (their GPUs and CPUs) at once; memory not given explicitly
+    is capped at what such a node has. AuditError when none can."""
+    request = distributed_request(params, processes)
+    kind, gpus = gres_gpus(request) or ("", request.gpus or 0)
+    cpus = (request.cpus or 1) * processes
+    reasons = [
+        f"{processes} tasks on one node, one process each (DDP): {gpus} GPU(s) and "
+        f"{processes} x {request.cpus or 1} CPUs per job"
+        + (", gloo on the CPU" if not gpus else "")
+        + (f", memory {processes} x {params.mem}" if params.mem_mb else "")
+    ]
+    partition, why = read_partition(params.partition)
+    if partition is None:
+        return Choice(request, [*reasons, f"not checked against the cluster: {why}"], why)
+    fitting = [n for n in partition.usable_nodes if n.gpu_count(kind) >= gpus and n.cpus >= cpus]
+    if not fitting or (partition.max_cpus_per_node or cpus) < cpus:
+        shapes = ", ".join(
+            f"{n.name}: {n.cpus} CPUs, {n.gpu_count(kind)} GPUs" for n in partition.usable_nodes[:5]
+        )
+        raise AuditError(
+            f"a run on {processes} GPUs needs {processes} tasks on one node with {gpus} "
+            f"{kind + ' ' if kind else ''}GPU(s) and {processes} x {request.cpus or 1} CPUs: "
+            f"no usable node of partition {partition.name} has them ({shapes}); lower "
+            "--imagenet-gpus or --cpus, or choose another --partition"
+        )
+    most = max(n.mem_mb for n in fitting)
+    most = min(most, partition.max_mem_per_node_mb or most)
+    if request.mem_mb and request.mem_mb > most:
+        if "mem_mb" in params.origins:
+            raise AuditError(
+                f"{params.origin('mem_mb')} {params.mem} per process x {processes} processes: "
+                f"the nodes of partition {partition.name} that hold the tasks offer at most "
+                f"{format_mem(most)}; lower --mem (it is per process for such runs)"
+            )
+        request = request.with_values(mem_mb=most)
+        reasons.append(f"mem {format_mem(most)}: {processes} x a run's need, capped at a node's")
+    return Choice(request, reasons)
 
 
 # ----------------------------------------------------------------------------- reading

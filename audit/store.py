@@ -66,6 +66,7 @@ class RunState:
     scheduler_state: str | None = None  # e.g. PENDING, RUNNING, CANCELLED (SLURM only)
     reason: str | None = None
     attempts: int = 0
+    gpus: int = 1  # processes of the run, one per GPU (spec field `gpus`)
 
 
 # Files any run directory may hold (the runner's and the harness's): one of them, or a run-id
@@ -334,6 +335,7 @@ class Store:
             job_id=job_id,
             scheduler_state=sched,
             attempts=len(attempts) if isinstance(attempts, list) else 0,
+            gpus=_spec_gpus(record.spec or {}),
         )
         if self.is_locked(run_id):
             state.status = "running"
@@ -369,6 +371,11 @@ def _flock_nowait(handle: Any) -> bool:
             return False
         raise
     return True
+
+
+def _spec_gpus(spec: dict[str, Any]) -> int:
+    gpus = spec.get("gpus", 1)
+    return gpus if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > 1 else 1
 
 
 def _planned_epochs(spec: dict[str, Any]) -> int:

@@ -71,6 +71,8 @@ class Dataset:
     protocol: dict[str, Any] = field(default_factory=dict)
     nd_protocol: dict[str, Any] = field(default_factory=dict)  # the same for the ND options
     paper_table: int | None = None  # the paper's table reporting it (1: CIFAR, 2: ImageNet)
+    # Runs long enough to spread one run over several GPUs (`--imagenet-gpus`, DDP)
+    multi_gpu: bool = False
 
 
 DATASETS: dict[str, Dataset] = {
@@ -161,6 +163,7 @@ DATASETS: dict[str, Dataset] = {
             protocol={"batch_size": 256, "weight_decay": 1e-4, "lr_milestone": 0.3},
             nd_protocol={"block_fc": 64},
             paper_table=2,
+            multi_gpu=True,
         ),
     )
 }

@@ -46,6 +46,13 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store", type=Path, default=Path("runs"), help="result store (default: ./runs)"
     )
+    parser.add_argument(
+        "--imagenet-gpus",
+        type=int,
+        default=1,
+        help="GPUs per ImageNet run, one process each (DDP, spec field gpus; default 1; "
+        "docs/cluster.md)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +64,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     """Load the claims, apply the selection and the profile: the plan both verbs use."""
     from audit.commands.check import select_claims
 
+    if args.imagenet_gpus < 1:
+        raise AuditError(f"--imagenet-gpus must be 1 or more, got {args.imagenet_gpus}")
     profile = get_profile(args.profile or _default_profile())
     selected = select_claims(args)
     narrowed = bool(args.group or args.id)
@@ -67,6 +76,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         data_dir=args.data_dir or default_data_dir(),
         extras=not narrowed,
         recorded=recorded_throughputs(args.store),
+        imagenet_gpus=args.imagenet_gpus,
     )
     if not plan.runs:
         raise AuditError(

@@ -76,7 +76,10 @@ def format_status(
         progress = (
             f"epoch {state.epochs_done} of {state.epochs_planned}" if state.epochs_planned else "-"
         )
-        job = terminal(f"{state.job_id or '-'} {state.scheduler_state or ''}".strip())
+        job = f"{state.job_id or '-'} {state.scheduler_state or ''}".strip()
+        if state.gpus > 1:  # one run on several GPUs: one job of that many tasks
+            job += f" x{state.gpus} GPUs"
+        job = terminal(job)
         reason = terminal((state.reason or "").splitlines()[0][:60]) if state.reason else ""
         if (pending or {}).get(state.run_id):
             reason = terminal(f"pending: {pending[state.run_id]}")

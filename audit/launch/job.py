@@ -9,6 +9,7 @@ and only inside the job.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import time
@@ -21,7 +22,7 @@ import submitit
 
 from audit.errors import is_disk_full
 from audit.store import Store, checkpoint_is_corrupt, result_is_finished
-from runners.rundir import CHECKPOINT_FILE, LOG_FILE, RESULT_FILE
+from runners.rundir import CHECKPOINT_FILE, LOG_FILE, RESULT_FILE, atomic_write_json
 
 DISK_FULL = "no space left on device"
 
@@ -44,13 +45,99 @@ def run_job(spec: dict[str, Any], store_dir: str, options: RunOptions) -> dict[s
 
     store = Store(Path(store_dir))
     rid = make_run_id(spec)
+    if _rank(spec) > 0:  # one of several processes of the run: rank 0 decides and records
+        return _follow(store, rid, spec, options)
     with store.try_lock(rid) as got:
         if not got:
+            _tell_ranks(store, rid, spec, "locked")
             return {"run_id": rid, "outcome": "locked"}  # another live process trains it
         if result_is_finished(store, rid):
+            _tell_ranks(store, rid, spec, "skipped")
             return {"run_id": rid, "outcome": "skipped"}
         _clear_stale_files(store, rid)
+        _tell_ranks(store, rid, spec, "run")
         return _attempt(store, rid, spec, options)
+
+
+# ----------------------------------------------------------------------------- several ranks
+# A run on N GPUs is N processes, each calling run_job (SLURM tasks, or the local executor's
+# children). Rank 0 alone takes the run's lock, moves stale files aside and writes job.json;
+# it then tells the other ranks whether to train ("run"), or that the run is finished
+# ("skipped") or trained by another process ("locked"), through RANKS_FILE in the run
+# directory, tagged with this launch's attempt (they must not start a stale decision's
+# training, nor wait forever in the process group for a rank 0 that will never join).
+
+RANKS_FILE = ".ranks.json"
+ATTEMPT_ENV = "AUDIT_RANK_ATTEMPT"  # set by the local executor; SLURM's ids otherwise
+FOLLOW_TIMEOUT_S = 600.0
+
+
+def _processes(spec: dict[str, Any]) -> int:
+    from audit.slurm_preflight import run_processes
+
+    return run_processes(spec)
+
+
+def _rank(spec: dict[str, Any]) -> int:
+    """This process's rank in its run (0 for a one-process run)."""
+    if _processes(spec) == 1:
+        return 0
+    value = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
+    return int(value) if value.isdigit() else 0
+
+
+def launch_attempt() -> str:
+    """What tells this launch of a run apart from earlier ones (a requeue is a new one)."""
+    given = os.environ.get(ATTEMPT_ENV)
+    if given:
+        return given
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        return f"slurm-{job}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    return f"master-{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
+
+
+def _tell_ranks(store: Store, rid: str, spec: dict[str, Any], decision: str) -> None:
+    if _processes(spec) > 1:
+        store.run_dir(rid).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(
+            store.run_dir(rid) / RANKS_FILE, {"attempt": launch_attempt(), "decision": decision}
+        )
+
+
+def _follow(store: Store, rid: str, spec: dict[str, Any], options: RunOptions) -> dict[str, Any]:
+    """A rank other than 0: wait for rank 0's decision, then train with it (the runner keeps
+    the files to rank 0) or return what rank 0 found. A failure is raised (not recorded): the
+    task exits non-zero and srun ends the other ranks (--kill-on-bad-exit)."""
+    from runners.errors import RunnerInputError
+    from runners.registry import get_runner
+
+    attempt, path = launch_attempt(), store.run_dir(rid) / RANKS_FILE
+    deadline = time.monotonic() + FOLLOW_TIMEOUT_S
+    decision = None
+    while decision is None:
+        try:
+            told = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            told = {}
+        if isinstance(told, dict) and told.get("attempt") == attempt:
+            decision = told.get("decision")
+        elif time.monotonic() > deadline:
+            raise RuntimeError(
+                f"rank 0 of run {rid} said nothing within {FOLLOW_TIMEOUT_S:.0f} s ({attempt})"
+            )
+        else:
+            time.sleep(0.2)
+    if decision != "run":
+        return {"run_id": rid, "outcome": decision}
+    data_dir = Path(options.data_dir) if options.data_dir else None
+    try:
+        result = get_runner(spec["kind"])(
+            spec, store.run_dir(rid), data_dir=data_dir, device=options.device, log=None
+        )
+    except RunnerInputError as exc:  # the same on every rank; rank 0 records it
+        return {"run_id": rid, "outcome": "input-error", "error": str(exc)}
+    return {"run_id": rid, "outcome": result.status}
 
 
 def _clear_stale_files(store: Store, rid: str) -> None:
@@ -157,4 +244,25 @@ class JobFunction(submitit.helpers.Checkpointable):
     default resubmits the same call: the runner then resumes from checkpoint.pt."""
 
     def __call__(self, spec: dict[str, Any], store_dir: str, options: RunOptions) -> dict:
-        return run_job(spec, store_dir, options)
+        if _processes(spec) == 1:
+            return run_job(spec, store_dir, options)
+        export_torch_distributed()
+        outcome = run_job(spec, store_dir, options)
+        if outcome["outcome"] == "error":  # recorded; a non-zero exit ends the other ranks
+            raise RuntimeError(f"run {outcome['run_id']} failed: {outcome.get('error')}")
+        return outcome
+
+
+TORCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")
+
+
+def export_torch_distributed() -> None:
+    """RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT of this SLURM task, from
+    submitit (the first host of the job; a port drawn from the job id, so two jobs on one node
+    differ). Values inherited from the submitting shell (sbatch --export=ALL) are dropped
+    first; CUDA_VISIBLE_DEVICES keeps every GPU of the job (the runner takes cuda:LOCAL_RANK;
+    submitit's option to narrow it to "LOCAL_RANK" would be wrong where SLURM does not
+    renumber the devices)."""
+    for name in (*TORCH_VARIABLES, "MASTER_PORT"):
+        os.environ.pop(name, None)
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)

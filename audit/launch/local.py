@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -21,7 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from audit.launch.job import RunOptions, run_job
+from audit.errors import AuditError
+from audit.launch.job import ATTEMPT_ENV, RunOptions, run_job
 from audit.store import Store
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -38,6 +40,15 @@ class DebugExecutor:
         self.count = 0
 
     def submit(self, specs: list[dict[str, Any]]) -> list[str]:
+        from audit.slurm_preflight import run_processes
+
+        for spec in specs:
+            if run_processes(spec) > 1:
+                raise AuditError(
+                    f"the debug executor trains in this process; a run on "
+                    f"{run_processes(spec)} GPUs needs one process per GPU: use --executor "
+                    "local or slurm"
+                )
         ids = []
         for spec in specs:
             self.count += 1
@@ -83,6 +94,8 @@ class LocalExecutor:
         self.count = 0
 
     def submit(self, specs: list[dict[str, Any]]) -> list[str]:
+        for spec in specs:
+            self._check_gpus(spec)
         ids = []
         for spec in specs:
             self.count += 1
@@ -93,12 +106,18 @@ class LocalExecutor:
         return ids
 
     def _start_queued(self) -> None:
+        from audit.slurm_preflight import run_processes
+
         running = sum(p.poll() is None for p in self.procs.values())
         while self.queue and running < self.parallel:
             job_id, spec = self.queue.pop(0)
             payload = json.dumps(
                 {"spec": spec, "store": str(self.store.root), "options": asdict(self.options)}
             )
+            if run_processes(spec) > 1:
+                self.procs[job_id] = self._start_ranks(job_id, payload, run_processes(spec))
+                running += 1
+                continue
             log = open(self._log_path(job_id), "w")  # noqa: SIM115 - handed to the child
             self.procs[job_id] = subprocess.Popen(
                 [sys.executable, "-m", "audit.launch.local", payload],
@@ -111,22 +130,69 @@ class LocalExecutor:
             log.close()
             running += 1
 
-    def _child_env(self, job_id: str) -> dict[str, str] | None:
-        """The child's environment: CUDA_VISIBLE_DEVICES set to the least used GPU when the
-        device is left to the runner (or `cuda`) and GPUs are known; else inherited."""
+    def _child_env(self, job_id: str, count: int = 1) -> dict[str, str] | None:
+        """The child's environment: CUDA_VISIBLE_DEVICES set to the `count` least used GPUs
+        when the device is left to the runner (or `cuda`) and GPUs are known; else inherited."""
         if not self.gpus or self.options.device not in (None, "cuda"):
             return None
         busy = Counter(
-            self.gpu_of[j] for j, p in self.procs.items() if p.poll() is None and j in self.gpu_of
+            gpu
+            for j, p in self.procs.items()
+            if p.poll() is None and j in self.gpu_of
+            for gpu in self.gpu_of[j].split(",")
         )
-        gpu = min(self.gpus, key=lambda g: (busy[g], self.gpus.index(g)))
-        self.gpu_of[job_id] = gpu
-        return {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+        chosen = sorted(self.gpus, key=lambda g: (busy[g], self.gpus.index(g)))[:count]
+        self.gpu_of[job_id] = ",".join(chosen)
+        return {**os.environ, "CUDA_VISIBLE_DEVICES": self.gpu_of[job_id]}
 
-    def _log_path(self, job_id: str) -> Path:
+    def _check_gpus(self, spec: dict[str, Any]) -> None:
+        """A run on N GPUs needs N of them here, unless it trains on the CPU (gloo)."""
+        from audit.slurm_preflight import run_processes
+
+        n = run_processes(spec)
+        if n > 1 and self.gpus and self.options.device in (None, "cuda") and len(self.gpus) < n:
+            raise AuditError(
+                f"a run on {n} GPUs needs {n} GPUs on this machine, which shows "
+                f"{len(self.gpus)} ({','.join(self.gpus)}); use --executor slurm, or "
+                "--device cpu to train its processes on the CPU"
+            )
+
+    def _start_ranks(self, job_id: str, payload: str, count: int) -> RankGroup:
+        """One run on `count` GPUs: `count` children (torchrun's variables: RANK, WORLD_SIZE,
+        LOCAL_RANK, MASTER_ADDR/PORT on this host) that see the same GPUs and take
+        cuda:LOCAL_RANK; rank 0 writes the log the job's own, rank k `<job>.rank<k>.log`."""
+        base = self._child_env(job_id, count) or dict(os.environ)
+        port = _free_port()
+        procs = []
+        for rank in range(count):
+            env = {
+                **base,
+                "RANK": str(rank),
+                "WORLD_SIZE": str(count),
+                "LOCAL_RANK": str(rank),
+                "LOCAL_WORLD_SIZE": str(count),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                ATTEMPT_ENV: job_id,
+            }
+            path = self._log_path(job_id, rank)
+            with open(path, "w") as log:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "audit.launch.local", payload],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=env,
+                        preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+                    )
+                )
+        return RankGroup(procs)
+
+    def _log_path(self, job_id: str, rank: int = 0) -> Path:
         folder = self.store.root / "local"
         folder.mkdir(exist_ok=True)
-        return folder / f"{job_id}.log"
+        return folder / (f"{job_id}.log" if rank == 0 else f"{job_id}.rank{rank}.log")
 
     def poll(self, job_ids: list[str]) -> dict[str, str]:
         self._start_queued()
@@ -151,12 +217,44 @@ class LocalExecutor:
         pass
 
     def log_files(self, job_id: str) -> list[Path]:
-        return [self._log_path(job_id)]
+        ranks = sorted((self.store.root / "local").glob(f"{job_id}.rank*.log"))
+        return [self._log_path(job_id), *ranks]
 
     def shutdown(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.terminate()
+
+
+class RankGroup:
+    """The processes of one run on several GPUs, seen as one child (what torchrun does): it
+    runs while any rank runs; a rank that fails ends the others, and its exit code is the
+    group's (a rank left alone would wait in the process group until its timeout)."""
+
+    def __init__(self, procs: list[subprocess.Popen]):
+        self.procs = procs
+
+    def poll(self) -> int | None:
+        codes = [p.poll() for p in self.procs]
+        failed = [c for c in codes if c not in (None, 0)]
+        if failed:
+            self.terminate()
+            for proc in self.procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=30)
+            return failed[0]
+        return None if None in codes else 0
+
+    def terminate(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def visible_gpus() -> list[str]:

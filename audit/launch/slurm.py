@@ -82,6 +82,43 @@ class SlurmExecutor:
         return executor
 
     def submit(self, specs: list[dict[str, Any]]) -> list[str]:
+        """One array per request: the runs of one process, and per process count > 1 the
+        runs on that many GPUs (an array's tasks share one request: ntasks-per-node)."""
+        from audit.slurm_preflight import run_processes
+
+        groups: dict[int, list[int]] = {}
+        for index, spec in enumerate(specs):
+            groups.setdefault(run_processes(spec), []).append(index)
+        ids: dict[int, str] = {}
+        for processes, indices in sorted(groups.items()):
+            chosen = [specs[i] for i in indices]
+            if processes == 1:
+                got = self._submit_one_process(chosen)
+            else:
+                got = self._submit_processes(processes, chosen)
+            ids.update(zip(indices, got, strict=True))
+        return [ids[i] for i in range(len(specs))]
+
+    def _submit_processes(self, processes: int, specs: list[dict[str, Any]]) -> list[str]:
+        """Runs of `processes` processes (DDP): their own array(s), one task per process."""
+        from audit.slurm_preflight import distributed_request, needs_gpu
+
+        cpu_only = self.params.cpu_only if self.cpu_executor is not None else None
+        cpu = {i for i, spec in enumerate(specs) if cpu_only and not needs_gpu(spec)}
+        out: dict[int, str] = {}
+        for base, indices in (
+            (self.params, [i for i in range(len(specs)) if i not in cpu]),
+            (cpu_only, sorted(cpu)),
+        ):
+            if base is None or not indices:
+                continue
+            request = dict(base.task_requests).get(processes)
+            request = request or distributed_request(base, processes)
+            ids = self._submit(self._submitit(request), [specs[i] for i in indices])
+            out.update(zip(indices, ids, strict=True))
+        return [out[i] for i in range(len(specs))]
+
+    def _submit_one_process(self, specs: list[dict[str, Any]]) -> list[str]:
         if self.cpu_executor is None:
             return self._submit(self.executor, specs)
         from audit.slurm_preflight import needs_gpu
