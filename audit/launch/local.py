@@ -56,7 +56,7 @@ class DebugExecutor:
     def cancel(self, job_ids: list[str]) -> None:
         pass
 
-    def log_files(self, job_id: str) -> list[Path]:
+    def log_files(self, job_id: str, run_id: str | None = None) -> list[Path]:
         return []
 
     def shutdown(self) -> None:
@@ -150,7 +150,7 @@ class LocalExecutor:
     def cancel(self, job_ids: list[str]) -> None:
         pass
 
-    def log_files(self, job_id: str) -> list[Path]:
+    def log_files(self, job_id: str, run_id: str | None = None) -> list[Path]:
         return [self._log_path(job_id)]
 
     def shutdown(self) -> None:

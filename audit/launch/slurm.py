@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import io
+import math
 import re
 import shlex
 import shutil
@@ -29,6 +30,7 @@ import submitit
 from audit.cluster_config import SlurmParams
 from audit.errors import AuditError
 from audit.launch.job import JobFunction, RunOptions
+from audit.launch.pack import RUN_LOG, PackFunction, pack_indices, spec_cost
 from audit.store import Store
 
 SUBMIT_MODULE = "-u -m submitit.core._submit"
@@ -94,14 +96,29 @@ class SlurmExecutor:
         return [ids[i] for i in range(len(specs))]
 
     def _submit(self, executor: submitit.SlurmExecutor, specs: list[dict[str, Any]]) -> list[str]:
+        """One array task per run, or with runs_per_gpu K > 1 one task per pack of K runs
+        (audit/launch/pack.py); every run gets the id of the task that trains it."""
         if not specs:
             return []
-        n = len(specs)
+        k = self._runs_per_task(executor)
+        if k == 1:
+            return self._map(executor, JobFunction(), specs)
+        packs = pack_indices([spec_cost(s) for s in specs], k)
+        task_ids = self._map(executor, PackFunction(), [[specs[i] for i in p] for p in packs])
+        ids = {i: task for pack, task in zip(packs, task_ids, strict=True) for i in pack}
+        return [ids[i] for i in range(len(specs))]
+
+    def _runs_per_task(self, executor: submitit.SlurmExecutor) -> int:
+        params = self.params.cpu_only if executor is self.cpu_executor else self.params
+        return (params.runs_per_gpu if params else None) or 1
+
+    def _map(self, executor: submitit.SlurmExecutor, function: Any, items: list[Any]) -> list[str]:
+        n = len(items)
         captured = io.StringIO()  # submitit prints sbatch's stderr; it goes into our message
         try:
             with contextlib.redirect_stderr(captured):
                 jobs = executor.map_array(
-                    JobFunction(), specs, [str(self.store.root)] * n, [self.options] * n
+                    function, items, [str(self.store.root)] * n, [self.options] * n
                 )
         except submitit.core.utils.FailedSubmissionError as exc:
             raise AuditError(f"sbatch printed no job id: {_first_line(str(exc))}") from None
@@ -118,8 +135,8 @@ class SlurmExecutor:
     def cancel(self, job_ids: list[str]) -> None:
         scancel(job_ids)
 
-    def log_files(self, job_id: str) -> list[Path]:
-        return slurm_log_files(self.store, job_id)
+    def log_files(self, job_id: str, run_id: str | None = None) -> list[Path]:
+        return slurm_log_files(self.store, job_id, run_id)
 
     def shutdown(self) -> None:
         pass  # the jobs belong to SLURM; a later `audit run` re-attaches to them
@@ -153,23 +170,29 @@ def _first_line(text: str) -> str:
 
 def script_text(params: SlurmParams, store_dir: Path, n_runs: int) -> str:
     """The job script an array of `n_runs` would be submitted with, as SlurmExecutor's
-    submitit writes it (the same parameters, the same command)."""
+    submitit writes it (the same parameters, the same command): one task per pack of
+    runs_per_gpu runs."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     folder = Path(store_dir).absolute() / "slurm" / "%j"
     command = " ".join([shlex.quote(sys.executable), SUBMIT_MODULE, shlex.quote(str(folder))])
-    # submitit submits a single run as a plain job, more than one as an array
+    tasks = math.ceil(n_runs / (params.runs_per_gpu or 1))
+    # submitit submits a single task as a plain job, more than one as an array
     return _make_sbatch_string(
         command=command,
         folder=folder,
-        map_count=n_runs if n_runs > 1 else None,
+        map_count=tasks if tasks > 1 else None,
         **params.submitit_parameters(),
     )
 
 
-def slurm_log_files(store: Store, job_id: str) -> list[Path]:
+def slurm_log_files(store: Store, job_id: str, run_id: str | None = None) -> list[Path]:
+    """submitit's stderr and stdout of the job; in a pack (several runs in one task) also
+    `run_id`'s own child output, never its siblings'."""
     folder = store.slurm_dir / job_id
-    return sorted(folder.glob("*_log.err")) + sorted(folder.glob("*_log.out"))
+    files = sorted(folder.glob("*_log.err")) + sorted(folder.glob("*_log.out"))
+    own = folder / RUN_LOG.format(run_id=run_id) if run_id else None
+    return files + ([own] if own and own.is_file() else [])
 
 
 def _scheduler(cmd: list[str], timeout: float = 60) -> str | None:
@@ -288,6 +311,18 @@ class Allocation:
             "cpus": self.cpus,
             "instances": self.instances,
             "source": "sacct",
+        }
+
+    def share(self, runs: int) -> dict[str, Any]:
+        """This allocation as recorded for one of `runs` runs that shared it (a pack):
+        elapsed and GPU seconds divided equally, the whole job's GPU seconds kept beside."""
+        if runs <= 1:
+            return self.to_json()
+        return {
+            **self.to_json(),
+            "gpu_s": round(self.gpu_s / runs, 3),
+            "allocation_gpu_s": self.gpu_s,
+            "shared_by": runs,
         }
 
 
