@@ -7,10 +7,11 @@ and their types, features and state per node). What the runs need comes from the
 (an MLP or the kernels experiment needs no GPU; CIFAR and ImageNet runs want one, and CPUs
 for their data loaders). Defaults: a GPU only where a run needs one and the partition has
 GPUs, CPUs and memory as needed but at most what a node offers, the time limit at most the
-partition's MaxTime, several runs per array task (`--runs-per-gpu`, 4) where even the
-costliest run is small, with CPUs and memory sized for all of them. An explicit request above what any usable node offers is one AuditError
-naming the flag (or config key), the request and the offer. Where the scheduler does not
-answer, the check is skipped with a note and the defaults follow the runs' needs alone.
+partition's MaxTime, several runs per array task (`--runs-per-gpu`, 4) where even the costliest
+run is small, with CPUs and memory sized for all of them. An explicit request above what any
+usable node offers is one AuditError naming the flag (or config key), the request and the
+offer. Where the scheduler does not answer, the check is skipped with a note and the defaults
+follow the runs' needs alone.
 """
 
 from __future__ import annotations
