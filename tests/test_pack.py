@@ -5,9 +5,11 @@ trained for real in child processes (a failing run leaves its sibling training; 
 child records its end and resumes at its checkpoint). The real SLURM: tests/test_slurm_e2e.py.
 """
 
+import faulthandler
 import os
 import pickle
 import re
+import signal
 import time
 
 import pytest
@@ -218,6 +220,41 @@ def test_a_stopped_child_records_its_end_and_resumes_at_its_checkpoint(store, tm
     epochs = [m["epoch"] for m in read_jsonl(store.run_dir(rid) / "metrics.jsonl")]
     assert epochs == list(range(1, 9))
     assert store.result(rid).status == "done"
+
+
+@pytest.mark.slow
+def test_a_signal_while_the_task_waits_stops_its_children_and_requeues(store, tmp_path):
+    """What submitit does on USR2, in this process: the handler (here on SIGALRM) calls the
+    pack's checkpoint() while run_pack waits for its children, then exits. The children end
+    cleanly, and nothing deadlocks (a blocking Popen.wait interrupted by a handler that
+    waits on the same child did, on the real cluster)."""
+    data = write_fashion_mnist(tmp_path / "data", n_train=2000, n_test=32)
+    spec = mlp_spec(norm="bn", epochs=50, batch_size=16)
+    rid, options = run_id(spec), RunOptions(data_dir=str(data))
+    resubmitted = []
+
+    def handler(signum, frame):
+        if not read_jsonl(store.run_dir(rid) / "metrics.jsonl"):
+            signal.setitimer(signal.ITIMER_REAL, 0.5)  # not training yet: look again
+            return
+        resubmitted.append(PackFunction().checkpoint([spec], str(store.root), options))
+        raise SystemExit(-1)  # as submitit does once the task is requeued
+
+    saved = signal.signal(signal.SIGALRM, handler)
+    faulthandler.dump_traceback_later(180, exit=True)  # a deadlock fails, never hangs
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(SystemExit):
+            run_pack([spec], str(store.root), options, tmp_path / "task")
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, saved)
+    (delayed,) = resubmitted
+    assert isinstance(delayed.function, PackFunction) and delayed.args[0] == [spec]
+    attempt = store.read_job(rid)["attempts"][0]
+    assert attempt["outcome"] == "interrupted" and not store.is_locked(rid)
+    assert store.result_status(rid) is None
 
 
 def test_a_runs_own_child_log_is_shown_never_its_siblings(store):

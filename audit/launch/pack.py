@@ -28,6 +28,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from audit.launch.job import RunOptions, run_job
 from audit.launch.local import _die_with_parent
 
 STOP_WAIT_S = 20  # how long a stopping task waits for its children to record their end
+POLL_S = 0.2  # how often the task looks at its children
 RUN_LOG = "run-{run_id}.log"  # a child's stdout and stderr, in the task's submitit folder
 _CHILDREN: list[subprocess.Popen] = []  # this task's children (a Popen does not pickle)
 
@@ -95,8 +97,7 @@ def run_pack(
                 _start(spec, store_dir, options, shares[index], gpu_of(index, options), log)
             )
             _CHILDREN.append(procs[-1])
-        for proc in procs:
-            proc.wait()
+        _wait_all(procs)
     finally:
         stop_children(procs)
         for proc in procs:
@@ -139,6 +140,19 @@ def _child_setup(parent: int, cpus: set[int]) -> None:
     _die_with_parent(parent)
 
 
+def _wait_all(procs: list[subprocess.Popen], deadline: float | None = None) -> bool:
+    """Whether every child ended (by `deadline`, a time.monotonic() value, if given).
+
+    Polls rather than blocking in Popen.wait: submitit's signal handler runs in this thread
+    and stops the children itself, and a handler's wait on a child whose blocking wait it
+    interrupted deadlocks on Popen's internal lock."""
+    while any(p.poll() is None for p in procs):
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
 def stop_children(procs: list[subprocess.Popen], wait_s: float = STOP_WAIT_S) -> None:
     """SIGTERM to the children still running, then wait (bounded) for them to record their
     end; SIGKILL what is left (SLURM would kill it with the task anyway)."""
@@ -146,12 +160,11 @@ def stop_children(procs: list[subprocess.Popen], wait_s: float = STOP_WAIT_S) ->
     for proc in live:
         with contextlib.suppress(OSError):
             proc.terminate()
-    for proc in live:
-        try:
-            proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    if not _wait_all(live, time.monotonic() + wait_s):
+        for proc in live:
+            with contextlib.suppress(OSError):
+                proc.kill()
+        _wait_all(live)
 
 
 class PackFunction(submitit.helpers.Checkpointable):
