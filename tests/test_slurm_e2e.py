@@ -104,6 +104,8 @@ def _audit_run(store: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
         "1",
         "--time",
         "10",
+        "--runs-per-gpu",
+        "1",  # one run per array task (packs: the pack tests below)
         *extra,
     ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -197,8 +199,9 @@ def test_preflight_refuses_what_no_node_can_grant(cluster, data_dir, tmp_path):
 
 
 def test_defaults_fit_the_cluster_and_passthrough_reaches_the_job(cluster, data_dir, tmp_path):
-    """No --gpus/--cpus/--mem on a GPU-less 2-CPU node: the defaults fit (no GPU asked, CPUs
-    and memory within the node), the audit runs; a --sbatch directive and a --setup line are
+    """No --gpus/--cpus/--mem/--runs-per-gpu on a GPU-less 2-CPU node: the defaults fit (no
+    GPU asked, CPUs and memory within the node, the three tiny runs packed into one task),
+    the audit runs; a --sbatch directive and a --setup line are
     in the submitted script, the setup line runs before the training and sees the directive's
     effect; each run records SLURM's measured allocation, shown by `audit status`."""
     store_dir = tmp_path / "store"
@@ -228,6 +231,7 @@ def test_defaults_fit_the_cluster_and_passthrough_reaches_the_job(cluster, data_
     )
     assert out.returncode == 0, (out.stdout, out.stderr)
     assert "gpus 0: CPU-only runs (mlp) need no GPU" in out.stdout
+    assert "runs per GPU 3: the costliest run is estimated at 0.00 GPU-h" in out.stdout
     assert "audit run: 3 run(s): 3 done" in out.stdout
     scripts = list((store_dir / "slurm").glob("*/*_submission.sh"))
     assert len(scripts) == 1, scripts
@@ -273,6 +277,8 @@ def test_audit_cancel_cancels_exactly_the_stores_jobs(cluster, data_dir, tmp_pat
             "1",
             "--time",
             "10",
+            "--runs-per-gpu",
+            "1",
             "--detach",
             "--sbatch",
             "begin=now+3600",
