@@ -502,6 +502,10 @@ def test_a_packed_array_trains_every_run_in_its_own_place(cluster, data_dir, tmp
             assert allocation["gpu_s"] == allocation["allocation_gpu_s"] / shared
     pids = {job["attempts"][0]["pid"] for job in jobs}
     assert len(pids) == 3  # a process per run, also within a task
+    packed = [rid for rid, task in zip(rids, task_ids, strict=True) if task_ids.count(task) == 2]
+    logs = _audit("logs", packed[0], "--store", str(store.root))
+    assert logs.returncode == 0, logs.stderr
+    assert f"run-{packed[0]}.log <==" in logs.stdout and f"run-{packed[1]}" not in logs.stdout
 
 
 def test_usr2_requeues_a_pack_and_resumes_every_run_at_its_epoch(cluster, data_dir, tmp_path):
