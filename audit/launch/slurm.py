@@ -314,8 +314,9 @@ class Allocation:
         }
 
     def share(self, runs: int) -> dict[str, Any]:
-        """This allocation as recorded for one of `runs` runs that shared it (a pack):
-        elapsed and GPU seconds divided equally, the whole job's GPU seconds kept beside."""
+        """This allocation as recorded for one of `runs` runs that shared it (a pack): its
+        GPU seconds divided equally, the whole job's kept beside; the elapsed time stays the
+        job's (the runs trained side by side)."""
         if runs <= 1:
             return self.to_json()
         return {
