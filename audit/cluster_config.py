@@ -18,6 +18,7 @@ for names, one error naming the flag or the config key.
       constraint: a100
       cpu_partition: cpu     # CPU-only runs (MLP, kernels) go here, without a GPU
       array_parallelism: 8   # at most this many array tasks at once
+      runs_per_gpu: 4        # runs sharing one array task (default: from the runs' cost)
       sbatch:                # extra #SBATCH directives: KEY=VALUE (or KEY for a bare flag)
         - gres=gpu:a100:1
         - exclude=node[01-02]
@@ -26,8 +27,8 @@ for names, one error naming the flag or the config key.
       signal_delay_s: 120    # USR2 this long before the time limit, to checkpoint and requeue
       max_num_timeout: 20    # requeues after time-outs before giving up
 
-Unset `time`, `gpus`, `cpus` and `mem` are chosen by the preflight (audit/slurm_preflight.py)
-from what the runs need and what the partition offers.
+Unset `time`, `gpus`, `cpus`, `mem` and `runs_per_gpu` are chosen by the preflight
+(audit/slurm_preflight.py) from what the runs need and what the partition offers.
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ class SlurmParams:
     sbatch: tuple[tuple[str, str | bool], ...] = ()
     setup: tuple[str, ...] = ()
     cpu_partition: str | None = None
+    # runs trained concurrently in one array task (audit/launch/pack.py); None: the preflight
+    # chooses from the runs' estimated cost
+    runs_per_gpu: int | None = None
     origins: dict[str, str] = field(default_factory=dict, compare=False)
     # the resolved request of the CPU-only runs where --cpu-partition sends them elsewhere
     cpu_only: SlurmParams | None = field(default=None, compare=False)
@@ -186,6 +190,7 @@ KEYS = {
     "cpus": ("--cpus", "cpus"),
     "mem": ("--mem", "mem_mb"),
     "array_parallelism": ("--array-parallelism", "array_parallelism"),
+    "runs_per_gpu": ("--runs-per-gpu", "runs_per_gpu"),
     "sbatch": ("--sbatch", "sbatch"),
     "setup": ("--setup", "setup"),
     "signal_delay_s": ("signal_delay_s", "signal_delay_s"),
@@ -193,7 +198,15 @@ KEYS = {
 }
 FLAG_OF = {fieldname: flag for flag, fieldname in KEYS.values()}
 NAME_KEYS = ("partition", "account", "qos", "cpu_partition")
-COUNT_KEYS = ("gpus", "cpus", "array_parallelism", "signal_delay_s", "max_num_timeout")
+COUNT_KEYS = (
+    "gpus",
+    "cpus",
+    "array_parallelism",
+    "signal_delay_s",
+    "max_num_timeout",
+    "runs_per_gpu",
+)
+AT_LEAST_ONE = ("array_parallelism", "runs_per_gpu")
 
 
 def load_cluster_section(path: Path | None) -> dict[str, Any]:
@@ -261,7 +274,7 @@ def _parse(key: str, value: Any, origin: str) -> Any:
     if key == "mem":
         return parse_mem(value, origin)
     if key in COUNT_KEYS:
-        return _count(value, origin, minimum=1 if key == "array_parallelism" else 0)
+        return _count(value, origin, minimum=1 if key in AT_LEAST_ONE else 0)
     if key == "sbatch":
         return parse_sbatch(value, origin)
     if key == "setup":

@@ -1,16 +1,18 @@
 """Cost as measured, next to the plan's estimate.
 
 SLURM runs: what `sacct` accounted for every job a run was submitted as (requeues included),
-elapsed seconds times the GPUs allocated; `audit run` writes it into job.json
-(`allocations`) when the runs end, and readers fall back to asking sacct. Every run also has
-its runner's in-process GPU seconds (result.json `gpu_seconds`: time holding a GPU). The
-estimate is the plan's (plan.json, or a plan built now).
+elapsed seconds times the GPUs allocated, divided equally over the runs that shared the job
+(a pack: `--runs-per-gpu`, several runs trained together in one allocation); `audit run`
+writes it into job.json (`allocations`) when the runs end, and readers fall back to asking
+sacct. Every run also has its runner's in-process GPU seconds (result.json `gpu_seconds`: time
+holding a GPU). The estimate is the plan's (plan.json, or a plan built now).
 """
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from typing import Any
 
 from audit.store import Store
 
@@ -46,15 +48,25 @@ def measured_gpu_hours(store: Store, run_ids: list[str], *, ask_sacct: bool = Tr
         if isinstance(allocations, dict) and allocations:
             out[rid] = sum(_gpu_s(a) for a in allocations.values()) / 3600
         elif job.get("executor") == "slurm":
-            ids = [s.get("job_id") for s in job.get("submissions", []) if s.get("job_id")]
-            missing[rid] = [str(j) for j in ids]
+            missing[rid] = submission_shares(job)
     if missing and ask_sacct and shutil.which("sacct"):
         from audit.launch.slurm import sacct_allocations
 
         found = sacct_allocations(sorted({j for js in missing.values() for j in js})) or {}
-        for rid, ids in missing.items():
-            if any(j in found for j in ids):
-                out[rid] = sum(found[j].gpu_s for j in ids if j in found) / 3600
+        for rid, shares in missing.items():
+            if any(j in found for j in shares):
+                # a job that trained a pack of runs is divided equally over them
+                out[rid] = sum(found[j].gpu_s / n for j, n in shares.items() if j in found) / 3600
+    return out
+
+
+def submission_shares(job: dict[str, Any]) -> dict[str, int]:
+    """job id -> how many runs shared it (1 unless packed), for every submission of a run."""
+    out = {}
+    for entry in job.get("submissions", []):
+        if isinstance(entry, dict) and entry.get("job_id"):
+            shared = entry.get("shared_by", 1)
+            out[str(entry["job_id"])] = shared if isinstance(shared, int) and shared > 0 else 1
     return out
 
 

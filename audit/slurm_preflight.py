@@ -7,9 +7,11 @@ and their types, features and state per node). What the runs need comes from the
 (an MLP or the kernels experiment needs no GPU; CIFAR and ImageNet runs want one, and CPUs
 for their data loaders). Defaults: a GPU only where a run needs one and the partition has
 GPUs, CPUs and memory as needed but at most what a node offers, the time limit at most the
-partition's MaxTime. An explicit request above what any usable node offers is one AuditError
-naming the flag (or config key), the request and the offer. Where the scheduler does not
-answer, the check is skipped with a note and the defaults follow the runs' needs alone.
+partition's MaxTime, several runs per array task (`--runs-per-gpu`, 4) where even the costliest
+run is small, with CPUs and memory sized for all of them. An explicit request above what any
+usable node offers is one AuditError naming the flag (or config key), the request and the
+offer. Where the scheduler does not answer, the check is skipped with a note and the defaults
+follow the runs' needs alone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from runners.catalogue import RUN_NEEDS
 # What one run wants, per input kind: (a GPU?, CPUs, memory in MB), the catalogue's.
 NEEDS = RUN_NEEDS
 KERNELS_NEED = (False, 2, 4 * 1024)
+# Runs this cheap (the plan's GPU-hours of the costliest run of a group: 1-epoch and 20-epoch
+# CIFAR, the MLP) leave most of a GPU idle: PACK_DEFAULT of them share one array task. Dearer
+# ones (100-epoch CIFAR, ImageNet) keep a GPU each.
+SMALL_RUN_GPU_H = 0.25
+PACK_DEFAULT = 4
 UNUSABLE = ("down", "drain", "fail", "inval", "future", "maint")
 PARTITION_UP = "UP"
 
@@ -103,11 +110,17 @@ def needs_gpu(spec: dict[str, Any]) -> bool:
 
 
 def preflight_request(
-    params: SlurmParams, specs: list[dict[str, Any]]
+    params: SlurmParams, specs: list[dict[str, Any]], costs: list[float] | None = None
 ) -> tuple[SlurmParams, list[tuple[str, Choice, int]]]:
     """The request to submit with, and (title, choice, runs) per group: all runs on the
     partition, or with --cpu-partition the CPU-only runs (MLP, kernels) there, without a GPU
-    (`cpu_only` of the returned parameters)."""
+    (`cpu_only` of the returned parameters). `costs`: the plan's GPU-hours per spec (for the
+    default runs_per_gpu; the default throughputs' estimate without it)."""
+    from runners.specs import run_id
+
+    cost_of = None
+    if costs is not None:
+        cost_of = {run_id(s): c for s, c in zip(specs, costs, strict=True)}
     cpu_specs = [s for s in specs if not needs_gpu(s)] if params.cpu_partition else []
     main_specs = [s for s in specs if not params.cpu_partition or needs_gpu(s)]
     sections = []
@@ -120,14 +133,14 @@ def preflight_request(
             sbatch=tuple((k, v) for k, v in params.sbatch if k != "gres"),
             origins=origins,
         )
-        cpu_choice = preflight(cpu_request, cpu_specs)
+        cpu_choice = preflight(cpu_request, cpu_specs, cost_of)
         sections.append(
             (f"CPU-only runs on --cpu-partition ({len(cpu_specs)})", cpu_choice, len(cpu_specs))
         )
     if not main_specs:
         assert cpu_choice is not None
         return with_task_requests(cpu_choice.params, cpu_specs, sections), sections
-    choice = preflight(params, main_specs)
+    choice = preflight(params, main_specs, cost_of)
     title = "GPU runs" if cpu_specs else "runs"
     sections.insert(0, (f"{title} ({len(main_specs)})", choice, len(main_specs)))
     cpu_only = cpu_choice.params if cpu_choice else None
@@ -137,39 +150,102 @@ def preflight_request(
     return main.with_values(cpu_only=cpu_only), sections
 
 
-def preflight(params: SlurmParams, specs: list[dict[str, Any]]) -> Choice:
+def preflight(
+    params: SlurmParams, specs: list[dict[str, Any]], costs: dict[str, float] | None = None
+) -> Choice:
     """Check `params` against the partition and fill what is unset; AuditError when no
     usable node of the partition can grant the request."""
     needs = run_needs(specs)
     partition, why_not = read_partition(params.partition)
     if partition is None:
-        return _without_cluster(params, needs, why_not)
+        return _without_cluster(params, specs, needs, why_not, costs)
     reasons: list[str] = []
     _check_partition_state(partition, params)
     values = {
         "time_min": _time(params, partition, reasons),
         "gpus": _gpus(params, partition, needs, reasons),
     }
-    values["cpus"] = _sized(params, partition, "cpus", needs.cpus, _max_cpus(partition), reasons)
-    values["mem_mb"] = _sized(
-        params, partition, "mem_mb", needs.mem_mb, _max_mem(partition), reasons
-    )
+    k = _runs_per_gpu(params, specs, costs, needs, _max_mem(partition), reasons)
+    values["runs_per_gpu"] = k
+    most_cpus, most_mem = _max_cpus(partition), _max_mem(partition)
+    values["cpus"] = _sized(params, partition, "cpus", needs.cpus * k, most_cpus, reasons)
+    values["mem_mb"] = _sized(params, partition, "mem_mb", needs.mem_mb * k, most_mem, reasons)
     chosen = params.with_values(**values)
     _check_constraint(chosen, partition)
     _check_some_node_fits(chosen, partition)
     return Choice(chosen, [f"partition {partition.name}: {_describe(partition)}", *reasons])
 
 
-def _without_cluster(params: SlurmParams, needs: Needs, why: str) -> Choice:
+def _without_cluster(
+    params: SlurmParams,
+    specs: list[dict[str, Any]],
+    needs: Needs,
+    why: str,
+    costs: dict[str, float] | None,
+) -> Choice:
     gpus = params.gpus if params.gpus is not None else (0 if gres_gpus(params) else int(needs.gpu))
+    note = f"preflight skipped: {why}; the request was not checked against the cluster"
+    reasons = [note, f"defaults from the runs' needs: {needs.what}"]
+    k = _runs_per_gpu(params, specs, costs, needs, None, reasons)
     chosen = params.with_values(
         time_min=params.time_min or DEFAULT_TIME_MIN,
         gpus=gpus,
-        cpus=params.cpus or needs.cpus,
+        cpus=params.cpus or needs.cpus * k,
+        runs_per_gpu=k,
     )
-    note = f"preflight skipped: {why}; the request was not checked against the cluster"
-    reasons = [note, f"defaults from the runs' needs: {needs.what}"]
     return Choice(chosen, reasons, skipped=why)
+
+
+def run_cost(spec: dict[str, Any], costs: dict[str, float] | None) -> float:
+    """The plan's GPU-hours of a run (`costs`: run id -> GPU-hours), else the estimate from
+    the default throughputs."""
+    from audit.launch.pack import spec_cost
+    from runners.specs import run_id
+
+    if costs and run_id(spec) in costs:
+        return costs[run_id(spec)]
+    return spec_cost(spec)
+
+
+def _runs_per_gpu(
+    params: SlurmParams,
+    specs: list[dict[str, Any]],
+    costs: dict[str, float] | None,
+    needs: Needs,
+    most_mem: int | None,
+    reasons: list[str],
+) -> int:
+    """Runs per array task (audit/launch/pack.py): as given, or PACK_DEFAULT when even the
+    costliest run is small, fewer where a node's memory holds fewer, at most the runs."""
+    if params.runs_per_gpu is not None:
+        k = min(params.runs_per_gpu, max(1, len(specs)))
+        if k > 1:
+            reasons.append(
+                f"runs per GPU {k} ({params.origin('runs_per_gpu')}): {k} runs share each "
+                "array task; CPUs and memory are sized for all of them"
+            )
+        return k
+    costliest = max((run_cost(s, costs) for s in specs), default=0.0)
+    flag = "--runs-per-gpu"
+    if costliest > SMALL_RUN_GPU_H:
+        reasons.append(
+            f"runs per GPU 1: the costliest run is estimated at {costliest:.2f} GPU-h "
+            f"(> {SMALL_RUN_GPU_H}), enough to keep a GPU busy ({flag} packs several)"
+        )
+        return 1
+    k = min(PACK_DEFAULT, max(1, len(specs)))
+    fits = most_mem // needs.mem_mb if most_mem and needs.mem_mb else k
+    if 1 <= fits < k:
+        k = fits
+        room = f", as many as a node's memory ({format_mem(most_mem or 0)}) holds"
+    else:
+        room = ""
+    reasons.append(
+        f"runs per GPU {k}: the costliest run is estimated at {costliest:.2f} GPU-h "
+        f"(<= {SMALL_RUN_GPU_H}), too small to keep a GPU busy alone, so {k} share each array "
+        f"task{room} ({flag} 1 turns this off)"
+    )
+    return k
 
 
 # ----------------------------------------------------------------------------- choices
@@ -374,15 +450,21 @@ def run_processes(spec: dict[str, Any]) -> int:
 def distributed_request(params: SlurmParams, processes: int) -> SlurmParams:
     """The job of a run of `processes` processes (DDP), from the request of one-process runs:
     that many tasks on one node, one GPU per task where those runs get a GPU (none on a CPU
-    partition: gloo), `cpus` per task, `processes` x `mem` for the node."""
+    partition: gloo), `cpus` per task, `processes` x `mem` for the node. A request sized for
+    packs of K one-process runs (runs_per_gpu) is brought back to one run's share first."""
+    k = params.runs_per_gpu or 1
+    cpus = max(1, params.cpus // k) if params.cpus else params.cpus
+    mem_mb = max(1, params.mem_mb // k) if params.mem_mb else None
     sbatch = tuple(
         (k, _gres_count(v, processes) if k == "gres" and isinstance(v, str) else v)
         for k, v in params.sbatch
     )
     return params.with_values(
         tasks_per_node=processes,
+        runs_per_gpu=1,
+        cpus=cpus,
         gpus=processes if params.gpus else params.gpus,
-        mem_mb=params.mem_mb * processes if params.mem_mb else None,
+        mem_mb=mem_mb * processes if mem_mb else None,
         sbatch=sbatch,
         cpu_only=None,
         task_requests=(),

@@ -348,6 +348,8 @@ def test_dry_run_prints_choices_and_the_whole_script(tmp_path, fake_slurm):
         "exclude=c2",
         "--setup",
         "module load python",
+        "--runs-per-gpu",
+        "1",  # one run per array task (packs: tests/test_pack.py)
     )
     assert out.returncode == 0, out.stderr
     assert "NOT a reproduction" in out.stdout
@@ -387,7 +389,9 @@ def test_cpu_only_runs_go_to_the_cpu_partition_without_a_gpu(store, fake_slurm):
         {"kind": "classify", "dataset": "cifar10", "arch": "vgg16", "norm": "bn", "epochs": 1}
     )
     specs = [mlp_spec(norm="none"), cifar, mlp_spec(norm="nd")]
-    params = slurm_params({"partition": "gpu", "sbatch": ["gres=gpu:a100:1"]}, {})
+    params = slurm_params(
+        {"partition": "gpu", "sbatch": ["gres=gpu:a100:1"], "runs_per_gpu": 1}, {}
+    )
     request, sections = preflight_request(params.with_values(cpu_partition="cpu"), specs)
     assert [title for title, _, _ in sections] == [
         "GPU runs (1)",

@@ -174,7 +174,7 @@ class Stuck:
     def cancel(self, job_ids):
         self.cancelled += job_ids
 
-    def log_files(self, job_id):
+    def log_files(self, job_id, run_id=None):
         return []
 
     def shutdown(self):

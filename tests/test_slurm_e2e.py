@@ -6,6 +6,8 @@ CPU. Scenarios:
   the finished runs are not retrained, the rest re-attached, and the check table printed;
 - a job cancelled with scancel is reported and retried (and resumes from its checkpoint);
 - a job sent USR2 (preemption) is requeued by submitit and resumes at the saved epoch;
+- a pack (two runs in one array task, `runs_per_gpu`) trains each run in its own place, and
+  a USR2 sent to it requeues the task once and resumes every run at its own saved epoch;
 - an array task that reaches its 1-minute time limit gets SLURM's warning signal, requeues
   itself and resumes at the saved epoch, as often as the limit comes, until it is done.
 """
@@ -102,6 +104,8 @@ def _audit_run(store: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
         "1",
         "--time",
         "10",
+        "--runs-per-gpu",
+        "1",  # one run per array task (packs: the pack tests below)
         *extra,
     ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -195,8 +199,9 @@ def test_preflight_refuses_what_no_node_can_grant(cluster, data_dir, tmp_path):
 
 
 def test_defaults_fit_the_cluster_and_passthrough_reaches_the_job(cluster, data_dir, tmp_path):
-    """No --gpus/--cpus/--mem on a GPU-less 2-CPU node: the defaults fit (no GPU asked, CPUs
-    and memory within the node), the audit runs; a --sbatch directive and a --setup line are
+    """No --gpus/--cpus/--mem/--runs-per-gpu on a GPU-less 2-CPU node: the defaults fit (no
+    GPU asked, CPUs and memory within the node, the three tiny runs packed into one task),
+    the audit runs; a --sbatch directive and a --setup line are
     in the submitted script, the setup line runs before the training and sees the directive's
     effect; each run records SLURM's measured allocation, shown by `audit status`."""
     store_dir = tmp_path / "store"
@@ -226,6 +231,7 @@ def test_defaults_fit_the_cluster_and_passthrough_reaches_the_job(cluster, data_
     )
     assert out.returncode == 0, (out.stdout, out.stderr)
     assert "gpus 0: CPU-only runs (mlp) need no GPU" in out.stdout
+    assert "runs per GPU 3: the costliest run is estimated at 0.00 GPU-h" in out.stdout
     assert "audit run: 3 run(s): 3 done" in out.stdout
     scripts = list((store_dir / "slurm").glob("*/*_submission.sh"))
     assert len(scripts) == 1, scripts
@@ -271,6 +277,8 @@ def test_audit_cancel_cancels_exactly_the_stores_jobs(cluster, data_dir, tmp_pat
             "1",
             "--time",
             "10",
+            "--runs-per-gpu",
+            "1",
             "--detach",
             "--sbatch",
             "begin=now+3600",
@@ -460,6 +468,78 @@ def test_usr2_preemption_requeues_and_resumes_at_the_saved_epoch(cluster, data_d
     assert epochs == list(range(1, EPOCHS + 1))
     assert store.result(rid).epochs_completed == EPOCHS
     assert not any("retrying" in e for e in events)
+
+
+# ----------------------------------------------------------------------------- packs
+
+PACK_JOB = {**CPU_JOB, "cpus": 2, "runs_per_gpu": 2}  # two runs per array task, a CPU each
+
+
+def test_a_packed_array_trains_every_run_in_its_own_place(cluster, data_dir, tmp_path):
+    """Three runs, two to a task: an array of two tasks; each run its own process, files,
+    attempts and share of the measured allocation."""
+    store = Store(tmp_path / "store")
+    specs = [_slow_spec(norm, epochs=2, train_subset=500) for norm in ("bn", "nd", "none")]
+    rids = [run_id(s) for s in specs]
+    thread, events, box = _launch_in_background(store, specs, data_dir, PACK_JOB)
+    with _diagnostics_on_failure(store, rids, cluster):
+        thread.join(timeout=300)
+        assert not thread.is_alive() and "report" in box, events
+    assert box["report"].settled == dict.fromkeys(rids, "done")
+    jobs = [store.read_job(rid) for rid in rids]
+    task_ids = [job["job_id"] for job in jobs]
+    assert len(set(task_ids)) == 2 and all("_" in t for t in task_ids)  # an array of two
+    for rid, job in zip(rids, jobs, strict=True):
+        shared = task_ids.count(job["job_id"])
+        assert job["submissions"][0].get("shared_by", 1) == shared
+        (attempt,) = job["attempts"]
+        assert attempt["outcome"] == "done" and attempt["slurm_job_id"] == job["job_id"]
+        assert [m["epoch"] for m in read_jsonl(store.run_dir(rid) / "metrics.jsonl")] == [1, 2]
+        assert (store.slurm_dir / job["job_id"] / f"run-{rid}.log").is_file()
+        allocation = job["allocations"][job["job_id"]]
+        if shared > 1:
+            assert allocation["shared_by"] == shared
+            assert allocation["gpu_s"] == allocation["allocation_gpu_s"] / shared
+    pids = {job["attempts"][0]["pid"] for job in jobs}
+    assert len(pids) == 3  # a process per run, also within a task
+    packed = [rid for rid, task in zip(rids, task_ids, strict=True) if task_ids.count(task) == 2]
+    logs = _audit("logs", packed[0], "--store", str(store.root))
+    assert logs.returncode == 0, logs.stderr
+    assert f"run-{packed[0]}.log <==" in logs.stdout and f"run-{packed[1]}" not in logs.stdout
+
+
+def test_usr2_requeues_a_pack_and_resumes_every_run_at_its_epoch(cluster, data_dir, tmp_path):
+    """Preemption of a task holding two runs: both are stopped cleanly (their attempts end
+    `interrupted`), the task requeues itself once, and each run resumes at its own last
+    saved epoch; nothing is retrained, nothing resubmitted."""
+    store = Store(tmp_path / "store")
+    specs = [_slow_spec("bn"), _slow_spec("none")]
+    rids = [run_id(s) for s in specs]
+    thread, events, box = _launch_in_background(store, specs, data_dir, PACK_JOB)
+    with _diagnostics_on_failure(store, rids, cluster):
+        job_ids = [
+            _wait_until(lambda r=rid: _running_with_epochs(store, r, 2), 240, f"epoch 2 of {rid}")
+            for rid in rids
+        ]
+        assert job_ids[0] == job_ids[1]  # one task holds both
+        saved = [_epochs(store, rid) for rid in rids]
+        subprocess.run(["scancel", "--signal=USR2", job_ids[0]], check=True)
+        thread.join(timeout=300)
+        assert not thread.is_alive() and "report" in box, events
+    assert box["report"].settled == dict.fromkeys(rids, "done")
+    assert not any("retrying" in e for e in events), events
+    for rid, before in zip(rids, saved, strict=True):
+        job = store.read_job(rid)
+        assert len(job["submissions"]) == 1 and job["job_id"] == job_ids[0]
+        first, second = job["attempts"]
+        assert first["outcome"] == "interrupted"  # stopped by the task, not killed
+        assert second["slurm_job_id"] == job_ids[0] and second["outcome"] == "done"
+        log = (store.run_dir(rid) / "log.txt").read_text()
+        resumed = re.findall(rf"resuming after epoch (\d+) of {EPOCHS}", log)
+        assert len(resumed) == 1, log
+        assert before - 1 <= int(resumed[0]) < EPOCHS  # its own last checkpoint
+        epochs = [m["epoch"] for m in read_jsonl(store.run_dir(rid) / "metrics.jsonl")]
+        assert epochs == list(range(1, EPOCHS + 1))  # no epoch trained twice
 
 
 # ----------------------------------------------------------------------------- time limit

@@ -50,7 +50,7 @@ def log_paths(store: Store, rid: str) -> list[Path]:
     paths = [store.run_dir(rid) / LOG_FILE]
     job_id = job.get("job_id")
     if job_id and job.get("executor") == "slurm":
-        paths += slurm_log_files(store, str(job_id))
+        paths += slurm_log_files(store, str(job_id), rid)  # in a pack: this run's own too
     elif job_id and job.get("executor") == "local":
         paths.append(store.root / "local" / f"{job_id}.log")
     return paths

@@ -84,6 +84,12 @@ SLURM_OPTIONS = (
     ("--cpu-partition", "cpu_partition", str, "CPU-only runs (MLP, kernels) go to this partition"),
     ("--array-parallelism", "array_parallelism", int, "array tasks at once (default 16)"),
     (
+        "--runs-per-gpu",
+        "runs_per_gpu",
+        int,
+        "runs trained together in one array task (default: 4 for small runs, else 1)",
+    ),
+    (
         "--sbatch",
         "sbatch",
         str,
@@ -338,7 +344,8 @@ def _slurm_request(params: SlurmParams, plan: Plan, args: argparse.Namespace) ->
     from audit.launch.slurm import script_text
     from audit.slurm_preflight import preflight_request
 
-    request, sections = preflight_request(params, [r.spec for r in plan.runs])
+    costs = [r.gpu_hours for r in plan.runs]  # the default runs_per_gpu follows them
+    request, sections = preflight_request(params, [r.spec for r in plan.runs], costs)
     for title, choice, _ in sections:
         require_training_time(choice.params)
         print(f"SLURM request, {title}:")

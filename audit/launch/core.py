@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from audit.cluster_config import SlurmParams
+from audit.cost import submission_shares
 from audit.errors import AuditError
 from audit.launch.job import DISK_FULL, RunOptions, now
 from audit.store import (
@@ -72,8 +74,9 @@ class Executor(Protocol):
     def cancel(self, job_ids: list[str]) -> None:
         """Cancel exactly these jobs (SLURM); nothing to do elsewhere."""
 
-    def log_files(self, job_id: str) -> list[Path]:
-        """The job's own output files, for failure reasons."""
+    def log_files(self, job_id: str, run_id: str | None = None) -> list[Path]:
+        """The job's own output files (and `run_id`'s, where a job holds several runs), for
+        failure reasons."""
 
     def shutdown(self) -> None:
         """Stop what must not outlive this process (local children); SLURM jobs go on."""
@@ -291,10 +294,11 @@ def _submit(
     for item in items:
         _drop_failed_result(store, item.run_id)
     job_ids = executor.submit([t.spec for t in items])
+    shared = Counter(job_ids)  # runs packed into one job share its allocation
     for item, job_id in zip(items, job_ids, strict=True):
         item.job_id, item.submitted_at = job_id, time.time()
         item.submissions += 1
-        _record_submission(store, item.run_id, executor.name, job_id)
+        _record_submission(store, item.run_id, executor.name, job_id, shared[job_id])
     if executor.name == "slurm":
         say(f"submitted {len(items)} run(s) to SLURM: job(s) {_compact(job_ids)}")
     return job_ids
@@ -308,10 +312,16 @@ def _drop_failed_result(store: Store, rid: str) -> None:
             (store.run_dir(rid) / RESULT_FILE).unlink()
 
 
-def _record_submission(store: Store, rid: str, executor: str, job_id: str) -> None:
+def _record_submission(
+    store: Store, rid: str, executor: str, job_id: str, shared_by: int = 1
+) -> None:
+    entry: dict[str, Any] = {"job_id": job_id, "time": now()}
+    if shared_by > 1:
+        entry["shared_by"] = shared_by  # the runs trained together in this job (a pack)
+
     def change(job: dict[str, Any]) -> None:
         job["executor"], job["job_id"] = executor, job_id
-        job.setdefault("submissions", []).append({"job_id": job_id, "time": now()})
+        job.setdefault("submissions", []).append(entry)
 
     store.update_job(rid, change)
 
@@ -361,7 +371,7 @@ def _settle(
     if item.submissions <= retries:
         say(f"run {item.run_id}: {why}; retrying ({item.submissions} of {retries} retries)")
         return "retry"
-    tail = store.log_tail(item.run_id, executor.log_files(item.job_id))
+    tail = store.log_tail(item.run_id, executor.log_files(item.job_id, item.run_id))
     reason = f"{why} after {item.submissions} attempt(s); last output:\n{tail}".strip()
     with store.try_lock(item.run_id) as got:
         if got and store.result_status(item.run_id) != "failed":
@@ -382,19 +392,18 @@ def failed_on_full_disk(store: Store, rid: str, logs: Any = ()) -> bool:
 def record_allocations(store: Store, run_ids: list[str]) -> int:
     """Write each SLURM run's measured allocation (sacct: elapsed and GPU seconds of every job
     it was submitted as) into its job.json; the number of runs measured (0 without
-    accounting)."""
+    accounting). A job that trained a pack of runs is divided equally over them: `gpu_s` is
+    the run's share, `allocation_gpu_s` the whole job's."""
     from audit.launch.slurm import sacct_allocations
 
     jobs = {rid: store.read_job(rid) for rid in run_ids}
     ids = {
-        rid: [s["job_id"] for s in job.get("submissions", []) if s.get("job_id")]
-        for rid, job in jobs.items()
-        if job.get("executor") == "slurm"
+        rid: submission_shares(job) for rid, job in jobs.items() if job.get("executor") == "slurm"
     }
     found = sacct_allocations(sorted({j for js in ids.values() for j in js})) or {}
     measured = 0
-    for rid, job_ids in ids.items():
-        allocations = {j: found[j].to_json() for j in job_ids if j in found}
+    for rid, shares in ids.items():
+        allocations = {j: found[j].share(n) for j, n in shares.items() if j in found}
         if allocations:
             store.update_job(rid, lambda job, a=allocations: job.update(allocations=a))
             measured += 1

@@ -67,7 +67,7 @@ class DebugExecutor:
     def cancel(self, job_ids: list[str]) -> None:
         pass
 
-    def log_files(self, job_id: str) -> list[Path]:
+    def log_files(self, job_id: str, run_id: str | None = None) -> list[Path]:
         return []
 
     def shutdown(self) -> None:
@@ -216,7 +216,7 @@ class LocalExecutor:
     def cancel(self, job_ids: list[str]) -> None:
         pass
 
-    def log_files(self, job_id: str) -> list[Path]:
+    def log_files(self, job_id: str, run_id: str | None = None) -> list[Path]:
         ranks = sorted((self.store.root / "local").glob(f"{job_id}.rank*.log"))
         return [self._log_path(job_id), *ranks]
 

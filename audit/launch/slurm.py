@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import io
+import math
 import re
 import shlex
 import shutil
@@ -29,6 +30,7 @@ import submitit
 from audit.cluster_config import SlurmParams
 from audit.errors import AuditError
 from audit.launch.job import JobFunction, RunOptions
+from audit.launch.pack import RUN_LOG, PackFunction, pack_indices, spec_cost
 from audit.store import Store
 
 SUBMIT_MODULE = "-u -m submitit.core._submit"
@@ -114,31 +116,51 @@ class SlurmExecutor:
                 continue
             request = dict(base.task_requests).get(processes)
             request = request or distributed_request(base, processes)
-            ids = self._submit(self._submitit(request), [specs[i] for i in indices])
+            # never packed: the N processes of one run fill its allocation
+            ids = self._submit(self._submitit(request), [specs[i] for i in indices], k=1)
             out.update(zip(indices, ids, strict=True))
         return [out[i] for i in range(len(specs))]
 
     def _submit_one_process(self, specs: list[dict[str, Any]]) -> list[str]:
         if self.cpu_executor is None:
-            return self._submit(self.executor, specs)
+            return self._submit(self.executor, specs, self._runs_per_task(self.executor))
         from audit.slurm_preflight import needs_gpu
 
         gpu = [i for i, spec in enumerate(specs) if needs_gpu(spec)]
         cpu = [i for i in range(len(specs)) if i not in gpu]
-        ids = dict(zip(gpu, self._submit(self.executor, [specs[i] for i in gpu]), strict=True))
-        cpu_ids = self._submit(self.cpu_executor, [specs[i] for i in cpu])
+        k_gpu, k_cpu = (self._runs_per_task(e) for e in (self.executor, self.cpu_executor))
+        ids = dict(
+            zip(gpu, self._submit(self.executor, [specs[i] for i in gpu], k_gpu), strict=True)
+        )
+        cpu_ids = self._submit(self.cpu_executor, [specs[i] for i in cpu], k_cpu)
         ids.update(zip(cpu, cpu_ids, strict=True))
         return [ids[i] for i in range(len(specs))]
 
-    def _submit(self, executor: submitit.SlurmExecutor, specs: list[dict[str, Any]]) -> list[str]:
+    def _submit(
+        self, executor: submitit.SlurmExecutor, specs: list[dict[str, Any]], k: int
+    ) -> list[str]:
+        """One array task per run, or with K > 1 runs per task one task per pack of K runs
+        (audit/launch/pack.py); every run gets the id of the task that trains it."""
         if not specs:
             return []
-        n = len(specs)
+        if k == 1:
+            return self._map(executor, JobFunction(), specs)
+        packs = pack_indices([spec_cost(s) for s in specs], k)
+        task_ids = self._map(executor, PackFunction(), [[specs[i] for i in p] for p in packs])
+        ids = {i: task for pack, task in zip(packs, task_ids, strict=True) for i in pack}
+        return [ids[i] for i in range(len(specs))]
+
+    def _runs_per_task(self, executor: submitit.SlurmExecutor) -> int:
+        params = self.params.cpu_only if executor is self.cpu_executor else self.params
+        return (params.runs_per_gpu if params else None) or 1
+
+    def _map(self, executor: submitit.SlurmExecutor, function: Any, items: list[Any]) -> list[str]:
+        n = len(items)
         captured = io.StringIO()  # submitit prints sbatch's stderr; it goes into our message
         try:
             with contextlib.redirect_stderr(captured):
                 jobs = executor.map_array(
-                    JobFunction(), specs, [str(self.store.root)] * n, [self.options] * n
+                    function, items, [str(self.store.root)] * n, [self.options] * n
                 )
         except submitit.core.utils.FailedSubmissionError as exc:
             raise AuditError(f"sbatch printed no job id: {_first_line(str(exc))}") from None
@@ -155,8 +177,8 @@ class SlurmExecutor:
     def cancel(self, job_ids: list[str]) -> None:
         scancel(job_ids)
 
-    def log_files(self, job_id: str) -> list[Path]:
-        return slurm_log_files(self.store, job_id)
+    def log_files(self, job_id: str, run_id: str | None = None) -> list[Path]:
+        return slurm_log_files(self.store, job_id, run_id)
 
     def shutdown(self) -> None:
         pass  # the jobs belong to SLURM; a later `audit run` re-attaches to them
@@ -190,23 +212,29 @@ def _first_line(text: str) -> str:
 
 def script_text(params: SlurmParams, store_dir: Path, n_runs: int) -> str:
     """The job script an array of `n_runs` would be submitted with, as SlurmExecutor's
-    submitit writes it (the same parameters, the same command)."""
+    submitit writes it (the same parameters, the same command): one task per pack of
+    runs_per_gpu runs."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     folder = Path(store_dir).absolute() / "slurm" / "%j"
     command = " ".join([shlex.quote(sys.executable), SUBMIT_MODULE, shlex.quote(str(folder))])
-    # submitit submits a single run as a plain job, more than one as an array
+    tasks = math.ceil(n_runs / (params.runs_per_gpu or 1))
+    # submitit submits a single task as a plain job, more than one as an array
     return _make_sbatch_string(
         command=command,
         folder=folder,
-        map_count=n_runs if n_runs > 1 else None,
+        map_count=tasks if tasks > 1 else None,
         **params.submitit_parameters(),
     )
 
 
-def slurm_log_files(store: Store, job_id: str) -> list[Path]:
+def slurm_log_files(store: Store, job_id: str, run_id: str | None = None) -> list[Path]:
+    """submitit's stderr and stdout of the job; in a pack (several runs in one task) also
+    `run_id`'s own child output, never its siblings'."""
     folder = store.slurm_dir / job_id
-    return sorted(folder.glob("*_log.err")) + sorted(folder.glob("*_log.out"))
+    files = sorted(folder.glob("*_log.err")) + sorted(folder.glob("*_log.out"))
+    own = folder / RUN_LOG.format(run_id=run_id) if run_id else None
+    return files + ([own] if own and own.is_file() else [])
 
 
 def _scheduler(cmd: list[str], timeout: float = 60) -> str | None:
@@ -325,6 +353,19 @@ class Allocation:
             "cpus": self.cpus,
             "instances": self.instances,
             "source": "sacct",
+        }
+
+    def share(self, runs: int) -> dict[str, Any]:
+        """This allocation as recorded for one of `runs` runs that shared it (a pack): its
+        GPU seconds divided equally, the whole job's kept beside; the elapsed time stays the
+        job's (the runs trained side by side)."""
+        if runs <= 1:
+            return self.to_json()
+        return {
+            **self.to_json(),
+            "gpu_s": round(self.gpu_s / runs, 3),
+            "allocation_gpu_s": self.gpu_s,
+            "shared_by": runs,
         }
 
 
