@@ -97,7 +97,11 @@ def test_the_installed_package_audits_from_an_empty_directory(package_check):
     assert (work / "empty" / "reports" / "ci" / "index.html").is_file()
     assert (work / "empty" / "reports" / "ci" / "report.pdf").is_file()
     # Fashion-MNIST was read where Debian keeps it: no data folder in the working directory
-    assert sorted(p.name for p in (work / "empty").iterdir()) == ["reports", "runs"]
+    assert sorted(p.name for p in (work / "empty").iterdir()) == [
+        "reports",
+        "runs",
+        "verdicts.json",
+    ]
 
 
 @pytest.mark.slow
