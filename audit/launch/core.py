@@ -231,14 +231,21 @@ def _note_pending(
     executor: Executor, todo: list[Tracked], states: dict[str, str], say: Callable[[str], None]
 ) -> dict[str, Any]:
     """Record each job's state and pending reason on its item (the progress display shows
-    them), and report a long wait (10 min, then hourly): waiting is not an error."""
+    them; a job squeue holds as pending is PENDING in `states` too), and report a long wait
+    (10 min, then hourly): waiting is not an error."""
     for item in todo:
         item.scheduler_state = states.get(item.job_id or "")
-    waiting = [t for t in todo if (t.scheduler_state or "").startswith("PENDING")]
-    reasons = executor.pending([t.job_id for t in waiting if t.job_id]) if waiting else {}
+    # sacct learns of a job from slurmdbd, which can lag seconds to minutes behind the
+    # controller: a submitted job sacct does not know yet is asked about as well (squeue
+    # reads the controller itself)
+    asked = [t for t in todo if t.job_id and (t.scheduler_state or "PENDING").startswith("PEND")]
+    reasons = executor.pending([t.job_id for t in asked]) if asked else {}
     for item in todo:
         pending = reasons.get(item.job_id or "")
         item.pending_reason = pending.reason if pending else None
+        if pending and item.scheduler_state is None:  # queued, whatever sacct says yet
+            item.scheduler_state = states[item.job_id or ""] = "PENDING"
+    waiting = [t for t in todo if (t.scheduler_state or "").startswith("PENDING")]
     due = [
         t
         for t in waiting
