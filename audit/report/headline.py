@@ -102,9 +102,10 @@ def proxy_note(rows: list[dict[str, Any]]) -> str:
         return ""
     reasons = list(dict.fromkeys(d for r in proxies for d in as_list(r.get("deviations"))))
     shown = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else "")
-    count = f"{len(proxies)} claim{'s' if len(proxies) != 1 else ''}"
+    one = len(proxies) == 1
+    count = f"{len(proxies)} claim{'' if one else 's'} rest{'s' if one else ''}"
     return (
-        f"{count} rest on runs that depart from the paper's protocol ({shown}): they are "
+        f"{count} on runs that depart from the paper's protocol ({shown}): they are "
         "labelled proxy and counted neither as reproduced nor as refuted."
     )
 
