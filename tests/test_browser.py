@@ -113,6 +113,13 @@ def test_the_example_pdf_stays_short(example):
     assert _pages(example.folder / "report.pdf") <= EXAMPLE_MAX_PAGES
 
 
+def test_the_committed_example_pdf_stays_short():
+    """reports/example/report.pdf (the seed study beside a real quick audit, with its kernel
+    and MLP sections): as short as the issue asks of a full audit."""
+    committed = Path(__file__).resolve().parent.parent / "reports" / "example" / "report.pdf"
+    assert _pages(committed) <= FULL_MAX_PAGES
+
+
 def test_a_full_audit_pdf_stays_within_twenty_pages(tmp_path):
     make_full_store(tmp_path / "store")
     results = load_results(tmp_path / "store")
