@@ -330,6 +330,27 @@ def test_cost_compares_measured_hours_with_the_plans_estimates(tmp_path):
     assert "measured = estimated" in str(cost["estimate_svg"])
 
 
+def test_cost_prefers_the_hours_slurm_accounted_where_audit_run_recorded_them(tmp_path):
+    """A run whose job.json holds sacct's allocations is measured by them (its share of each
+    job, requeues included), not by the runner's in-process GPU seconds."""
+    from runners.rundir import atomic_write_json
+
+    results = make_store(tmp_path)
+    ids = sorted(r for r in results["run_id"] if str(r).startswith("run-cifar10-vgg16"))
+    atomic_write_json(
+        tmp_path / "plan.json",
+        {"profile": "full", "matrix": [{"run_id": r, "gpu_hours": 0.1} for r in ids]},
+    )
+    job = {"executor": "slurm", "allocations": {"77_0": {"elapsed_s": 7200, "gpu_s": 7200}}}
+    atomic_write_json(tmp_path / "runs" / ids[0] / "job.json", job)
+    model = report.build_model(make_claims(), make_comparison(), results, tmp_path)
+    others = (3 * 20 * 12 + 3 * 20 * 30 - 20 * (12 if "bn" in ids[0] else 30)) / 3600
+    assert model["cost"]["estimate"] == (
+        f"6 runs: measured GPU (SLURM accounting) and GPU hours {2 + others:.3f} against "
+        f"0.600 estimated GPU-hours ({(2 + others) / 0.6:.2f}× the estimate)."
+    )
+
+
 def test_a_run_directory_name_in_a_kernel_figure_loses_its_bidi_control(tmp_path):
     import numpy as np
 

@@ -57,14 +57,14 @@ def _per_epoch(runs: pd.DataFrame) -> dict[str, Any]:
 
 
 def _against_estimate(details: pd.DataFrame, estimates: dict[str, float]) -> dict[str, Any]:
-    """Measured (GPU seconds, else wall-clock seconds on a CPU) against the plan's estimate."""
+    """Measured against the plan's estimate: the GPU-hours SLURM accounted for the run where
+    `audit run` recorded them, else the runner's GPU seconds, else wall-clock seconds (CPU)."""
     if not estimates or details.empty:
         return {}
     measured = details.assign(
-        hours=[(g if g > 0 else w) / 3600 for g, w in zip(
-            details["gpu_seconds"], details["wall_seconds"], strict=True)],
-        clock=["GPU" if g > 0 else "wall-clock" for g in details["gpu_seconds"]],
-    )  # fmt: skip
+        hours=[_measured_hours(row) for row in details.itertuples()],
+        clock=[_clock(row) for row in details.itertuples()],
+    )
     # a log-log plot needs both positive: plan.json rounds a tiny run's estimate to 0
     planned = [r for r, hours in estimates.items() if hours > 0]
     measured = measured[measured["run_id"].isin(planned) & (measured["hours"] > 0)]
@@ -86,6 +86,20 @@ def _against_estimate(details: pd.DataFrame, estimates: dict[str, float]) -> dic
     )
     svg = figures.cost_estimate_svg(points, title="Measured against estimated hours per run")
     return {"estimate_svg": Markup(svg), "estimate": text}
+
+
+def _measured_hours(row: Any) -> float:
+    accounted = getattr(row, "accounted_gpu_hours", math.nan)
+    if not missing(accounted) and accounted > 0:
+        return float(accounted)
+    return (row.gpu_seconds if row.gpu_seconds > 0 else row.wall_seconds) / 3600
+
+
+def _clock(row: Any) -> str:
+    accounted = getattr(row, "accounted_gpu_hours", math.nan)
+    if not missing(accounted) and accounted > 0:
+        return "GPU (SLURM accounting)"
+    return "GPU" if row.gpu_seconds > 0 else "wall-clock"
 
 
 def _count(row: pd.Series, norm: str) -> int:

@@ -27,6 +27,7 @@ DETAIL_COLUMNS = [
     "seconds_per_epoch",
     "nd_options",
     "log_tail",
+    "accounted_gpu_hours",  # SLURM accounting's share of the run's allocations (job.json)
 ]
 CURVE_COLUMNS = ["run_id", "dataset", "arch", "norm", "epochs", "seed", "epoch", "test_top1"]
 
@@ -45,7 +46,9 @@ def load_run_details(store_dir: Path | None, results: pd.DataFrame) -> pd.DataFr
     (metrics.jsonl), the ND options (spec.yaml) and, for runs that did not finish, the
     tail of log.txt: what the cost, failure and methods sections need."""
     rows = []
-    for run_id, run_dir in run_dirs(store_dir, results).items():
+    dirs = run_dirs(store_dir, results)
+    accounted = _accounted_hours(store_dir, list(dirs))
+    for run_id, run_dir in dirs.items():
         record = read_run(run_dir)  # the one reader: a damaged part is left out, never raised
         result = record.result.to_dict() if record.result is not None else {}
         seconds = [m["seconds"] for m in record.metrics if _finite(m.get("seconds"))]
@@ -58,9 +61,21 @@ def load_run_details(store_dir: Path | None, results: pd.DataFrame) -> pd.DataFr
                 "seconds_per_epoch": float(np.mean(seconds)) if seconds else math.nan,
                 "nd_options": _nd_options(record.spec),
                 "log_tail": "" if record.status == "done" else _tail(run_dir / LOG_FILE),
+                "accounted_gpu_hours": accounted.get(run_id, math.nan),
             }
         )
     return pd.DataFrame(rows, columns=DETAIL_COLUMNS)
+
+
+def _accounted_hours(store_dir: Path | None, run_ids: list[str]) -> dict[str, float]:
+    """run id -> GPU-hours SLURM accounted, as `audit run` recorded them in job.json (the
+    report asks no scheduler: it renders the same offline)."""
+    if store_dir is None or not run_ids:
+        return {}
+    from audit.cost import measured_gpu_hours
+    from audit.store import Store
+
+    return measured_gpu_hours(Store(Path(store_dir), create=False), run_ids, ask_sacct=False)
 
 
 def load_curves(store_dir: Path | None, results: pd.DataFrame) -> pd.DataFrame:
