@@ -245,6 +245,7 @@ def test_channels_last_input_gives_the_same_step():
             assert torch.allclose(got, expected, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.slow  # a training run or 224-px forwards of 100M-parameter models
 def test_runner_records_the_newton_schulz_implementation(tmp_path):
     import json
 

@@ -290,6 +290,7 @@ def test_forward_shape_in_train_and_eval(arch: str, norm: str) -> None:
         assert torch.isfinite(out).all()
 
 
+@pytest.mark.slow  # a training run or 224-px forwards of 100M-parameter models
 def test_resnet18_nd_forward_at_full_resolution() -> None:
     torch.manual_seed(0)
     net = model("resnet18", "nd")
@@ -331,6 +332,7 @@ def assert_torchvision_vgg_init(net: nn.Module, conv: type) -> None:
         assert_close(std(fc.weight), pytorch_default_std(fc.weight))
 
 
+@pytest.mark.slow  # a training run or 224-px forwards of 100M-parameter models
 @pytest.mark.parametrize("norm", ["none", "bn"])
 def test_vgg11_baselines_get_torchvision_init(norm: str) -> None:
     net = model("vgg11", norm)
@@ -339,6 +341,7 @@ def test_vgg11_baselines_get_torchvision_init(norm: str) -> None:
         assert bool((bn.weight == 1).all()) and torch.count_nonzero(bn.bias) == 0
 
 
+@pytest.mark.slow  # a training run or 224-px forwards of 100M-parameter models
 def test_vgg11_nd_keeps_the_default_init_unless_asked() -> None:
     # The authors' vgg11d call skips the init (docs/method.md#imagenet-models): PyTorch's
     # default everywhere.
