@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-MINI_CLAIMS = Path(__file__).parent / "mini_claims.yaml"
+from tests.mini import MINI_CLAIMS
 
 
 @pytest.fixture(scope="module")

@@ -12,36 +12,11 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from audit import cli
+from tests.mini import mini_claims_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CLAIMS = """\
-schema_version: 1
-tables:
-  - id: tab
-    group: t1
-    metric: test_top1
-    experiment: {kind: classify, dataset: cifar10}
-    layout: [arch, BN20, ND20]
-    columns:
-      BN20: {norm: bn, epochs: 20}
-      ND20: {norm: nd, epochs: 20}
-    tolerance: {abs: 1.0}
-    rows:
-      - [vgg16, 90.00, 93.00]
-      - [resnet18, 92.00, 94.00]
-  - id: extra
-    group: informative
-    metric: test_top1
-    experiment: {kind: classify, dataset: mnist, arch: mlp, epochs: 20}
-    layout: [norm, value]
-    columns:
-      value: {}
-    tolerance: {abs: 0.1}
-    gate: false
-    rows:
-      - [nd, 99.50]
-"""
+CLAIMS = mini_claims_text("tab", "extra")  # a gated table and an informative value
 HEADER = "dataset,arch,norm,epochs,seed,test_top1\n"
 GOOD = HEADER + "cifar10,vgg16,bn,20,0,90.5\ncifar10,vgg16,nd,20,0,93.2\n"
 ALL_GOOD = GOOD + "cifar10,resnet18,bn,20,0,92.1\ncifar10,resnet18,nd,20,0,94.4\n"

@@ -11,23 +11,9 @@ import pytest
 
 from audit import cli
 from runners.rundir import RunResult, atomic_write_yaml, write_result
+from tests.mini import mini_claims_text
 
-CLAIMS = """\
-schema_version: 1
-tables:
-  - id: tab
-    group: t1
-    metric: test_top1
-    experiment: {kind: classify, dataset: cifar10}
-    layout: [arch, BN20, ND20]
-    columns:
-      BN20: {norm: bn, epochs: 20}
-      ND20: {norm: nd, epochs: 20}
-    tolerance: {abs: 0.5}
-    rows:
-      - [vgg16, 90.00, 93.00]
-      - [resnet18, 92.00, 94.00]
-"""
+CLAIMS = mini_claims_text("tab", tolerance=0.5)
 HEADER = "dataset,arch,norm,epochs,seed,test_top1\n"
 
 

@@ -13,24 +13,13 @@ from pathlib import Path
 
 from runners.rundir import RunResult, atomic_write_json, write_result
 from runners.specs import effective_spec, run_id
+from tests.mini import mini_claims_text
 
 # A mini claims file: one table (2 architectures x BN/ND at 20 epochs on CIFAR-10) and a
 # prior reproduction's values for it.
-CLAIMS = """\
-schema_version: 1
-tables:
-  - id: tab
-    group: t1
-    metric: test_top1
-    experiment: {kind: classify, dataset: cifar10}
-    layout: [arch, BN20, ND20]
-    columns:
-      BN20: {norm: bn, epochs: 20}
-      ND20: {norm: nd, epochs: 20}
-    tolerance: {abs: 1.0}
-    rows:
-      - [vgg16, 90.00, 93.00]
-      - [resnet18, 92.00, 94.00]
+CLAIMS = mini_claims_text(
+    "tab",
+    append="""\
 references:
   - id: prior
     title: a prior reproduction
@@ -40,7 +29,8 @@ references:
     series:
       reproduced:
         tab.vgg16: [REF_BN, 92.8]
-"""
+""",
+)
 CSV_HEADER = "dataset,arch,norm,epochs,seed,test_top1\n"
 CSV_GOOD = CSV_HEADER + "cifar10,vgg16,bn,20,0,90.1\ncifar10,vgg16,nd,20,0,93.1\n"
 
