@@ -150,6 +150,15 @@ def write_mnist(
     return Path(root)
 
 
+def mlp_spec(norm: str = "bn", epochs: int = 2, **fields: object) -> dict:
+    """The effective spec of an MLP run on Fashion-MNIST (the tests' cheapest real run):
+    `fields` add to or override the experiment (batch_size, train_subset, gpus, ...)."""
+    from runners.specs import effective_spec
+
+    experiment = {"kind": "classify", "dataset": "fashion-mnist", "arch": "mlp"}
+    return effective_spec({**experiment, "norm": norm, "epochs": epochs, **fields})
+
+
 def write_fashion_mnist(root: Path, n_train: int = 100, n_test: int = 50, seed: int = 0) -> Path:
     """Write the four uncompressed IDX files under root/FashionMNIST/raw/."""
     return write_mnist(root, n_train, n_test, seed, name="FashionMNIST")

@@ -32,23 +32,12 @@ from audit.launch.job import RANKS_FILE
 from audit.store import Store
 from runners.rundir import read_jsonl
 from runners.specs import effective_spec, run_id
-from tests import fakeslurm, slurm_cluster
+from tests import fakedata, fakeslurm, slurm_cluster
 from tests.fakedata import write_fashion_mnist
 
 
 def mlp_spec(norm: str = "bn", gpus: int = 1, epochs: int = 2, **extra) -> dict:
-    return effective_spec(
-        {
-            "kind": "classify",
-            "dataset": "fashion-mnist",
-            "arch": "mlp",
-            "norm": norm,
-            "epochs": epochs,
-            "batch_size": 32,
-            "gpus": gpus,
-            **extra,
-        }
-    )
+    return fakedata.mlp_spec(norm, epochs, batch_size=32, gpus=gpus, **extra)
 
 
 @pytest.fixture

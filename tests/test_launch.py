@@ -20,24 +20,14 @@ from audit.launch import RunOptions, launch, make_executor, run_job, sacct_state
 from audit.store import Store
 from runners.rundir import read_jsonl
 from runners.specs import effective_spec, run_id
-from tests import fakeslurm
+from tests import fakedata, fakeslurm
 from tests.fakedata import write_fashion_mnist
 
 GOLDEN = Path(__file__).parent / "golden" / "sbatch_array.txt"
 
 
 def mlp_spec(norm: str = "bn", epochs: int = 2, **extra) -> dict:
-    return effective_spec(
-        {
-            "kind": "classify",
-            "dataset": "fashion-mnist",
-            "arch": "mlp",
-            "norm": norm,
-            "epochs": epochs,
-            "batch_size": 32,
-            **extra,
-        }
-    )
+    return fakedata.mlp_spec(norm, epochs, batch_size=32, **extra)
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from audit.launch.local import LocalExecutor
 from audit.launch.slurm import classify_reason, sacct_allocations
 from audit.progress import Progress
 from audit.store import Store
-from runners.specs import effective_spec, run_id
-from tests import fakeslurm
+from runners.specs import run_id
+from tests import fakedata, fakeslurm
 from tests.fakedata import write_fashion_mnist
 
 
@@ -182,15 +182,7 @@ class Stuck:
 
 
 def mlp(norm: str, epochs: int = 1) -> dict:
-    return effective_spec(
-        {
-            "kind": "classify",
-            "dataset": "fashion-mnist",
-            "arch": "mlp",
-            "norm": norm,
-            "epochs": epochs,
-        }
-    )
+    return fakedata.mlp_spec(norm, epochs)
 
 
 def test_a_hopeless_pending_reason_ends_the_launch_and_cancels_its_jobs(tmp_path, monkeypatch):

@@ -34,8 +34,8 @@ from audit.cluster_config import slurm_params
 from audit.launch import RunOptions, launch, make_executor, sacct_states
 from audit.store import Store
 from runners.rundir import read_jsonl
-from runners.specs import effective_spec, run_id
-from tests import slurm_cluster
+from runners.specs import run_id
+from tests import fakedata, slurm_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -375,17 +375,7 @@ EPOCHS = 10
 def _slow_spec(norm: str, epochs: int = EPOCHS, train_subset: int = 10000) -> dict:
     """About 1 s per epoch on an idle 2-core CPU (more under load): long enough to interrupt
     mid-run, given the cluster's KillWait=1 between scancel's SIGTERM and SIGKILL."""
-    return effective_spec(
-        {
-            "kind": "classify",
-            "dataset": "fashion-mnist",
-            "arch": "mlp",
-            "norm": norm,
-            "epochs": epochs,
-            "train_subset": train_subset,
-            "test_subset": 500,
-        }
-    )
+    return fakedata.mlp_spec(norm, epochs, train_subset=train_subset, test_subset=500)
 
 
 def _launch_in_background(
