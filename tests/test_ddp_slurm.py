@@ -309,7 +309,13 @@ def test_two_process_run_through_slurm_resumes_after_preemption(cluster, tmp_pat
 
         job_id = _wait_until(training_at_epoch_2, 420, "epoch 2")
         saved = len(read_jsonl(store.run_dir(rid) / "metrics.jsonl"))
-        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # preemption
+        # preemption; the controller has refused a signal to a job it had just started
+        # ("Invalid job id") under load, so it is asked again for a few seconds
+        _wait_until(
+            lambda: subprocess.run(["scancel", "--signal=USR2", job_id]).returncode == 0,
+            30,
+            f"SLURM to take USR2 for job {job_id}",
+        )
         out, _ = proc.communicate(timeout=400)
     finally:
         if proc.poll() is None:

@@ -311,8 +311,12 @@ def test_audit_cancel_cancels_exactly_the_stores_jobs(cluster, data_dir, tmp_pat
                 ["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True
             ).stdout.split()
         )
-        status = _audit("status", "--store", str(stores[1]))
-        assert "pending: BeginTime" in status.stdout, status.stdout
+        # the controller names the reason at its next scheduling pass, not at submission
+        _wait_until(
+            lambda: "pending: BeginTime" in _audit("status", "--store", str(stores[1])).stdout,
+            60,
+            "`audit status` to show the pending reason",
+        )
         assert _audit("cancel", "--store", str(stores[0])).stdout.startswith(
             "audit cancel: no queued or running job"
         )
