@@ -1,6 +1,6 @@
 """Escaping untrusted text (run-directory names, CSV cells, reasons, log tails) for each sink
 it reaches: the terminal, markdown, and XML 1.0 (JUnit). HTML is Jinja's autoescape
-(audit/report.py).
+(audit/report/render.py).
 
 Each function makes the text inert in its sink and keeps it readable: a control character
 becomes a visible escape such as `\\x1b`, never a deleted byte, so what a user sees still
