@@ -37,7 +37,7 @@ from tests.fakedata import write_fashion_mnist
 
 
 def mlp_spec(norm: str = "bn", gpus: int = 1, epochs: int = 2, **extra) -> dict:
-    return fakedata.mlp_spec(norm, epochs, batch_size=32, gpus=gpus, **extra)
+    return fakedata.mlp_spec(norm, epochs, **{"batch_size": 32, "gpus": gpus, **extra})
 
 
 @pytest.fixture

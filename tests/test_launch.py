@@ -27,7 +27,7 @@ GOLDEN = Path(__file__).parent / "golden" / "sbatch_array.txt"
 
 
 def mlp_spec(norm: str = "bn", epochs: int = 2, **extra) -> dict:
-    return fakedata.mlp_spec(norm, epochs, batch_size=32, **extra)
+    return fakedata.mlp_spec(norm, epochs, **{"batch_size": 32, **extra})
 
 
 @pytest.fixture(scope="module")
